@@ -1,0 +1,93 @@
+"""The ``miram`` command: a thin dispatcher over plain typed functions and LightningCLI entry points.
+
+Each command names ``module:function``; modules are imported only when their command runs, so
+``miram --help`` stays fast. Plain functions are exposed through jsonargparse (typed signature = schema,
+``--print_config``, unknown keys are errors); training commands receive the raw argument list and build
+their own LightningCLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# command -> "module:function", or command -> {subcommand -> "module:function"}.
+# Entries ending in "!" take the raw argument list (LightningCLI-based commands).
+COMMANDS: dict[str, str | dict[str, str]] = {
+    "demo": "miram.demo:demo",
+    "prepare": {
+        "phantoms": "miram.data.phantom:prepare_phantoms",
+        "cbis-ddsm": "miram.data.cbis_ddsm:prepare_cbis_ddsm",
+        "folder": "miram.data.folder:prepare_folder",
+        "npz": "miram.data.npz:prepare_npz",
+    },
+    "pretrain": "miram.train.cli:pretrain!",
+    "probe": "miram.eval.cli:probe!",
+    "finetune": "miram.eval.cli:finetune!",
+    "compare": "miram.eval.compare:compare",
+    "bench": {
+        "attention": "miram.bench.attention:bench_attention",
+        "step": "miram.bench.step:bench_step",
+        "loader": "miram.bench.loader:bench_loader",
+    },
+    "reconstruct": "miram.train.reconstruct:reconstruct",
+    "predict": "miram.eval.predict:predict",
+    "export": "miram.utils.export:export",
+}
+
+HELP = """usage: miram COMMAND [SUBCOMMAND] [options]
+
+commands:
+  demo                                  end-to-end MAE vs MIRAM on built-in phantoms (CPU, minutes)
+  prepare phantoms|cbis-ddsm|folder|npz build a training cache (with a report of skipped inputs)
+  pretrain --config FILE [overrides]    pre-train MIRAM, MAE or MoCo-v3 (LightningCLI)
+  probe | finetune --config FILE        evaluate an encoder (linear probe / fine-tuning)
+  compare RUN_DIR...                    paper-style table and figure from runs' summary.json
+  bench attention|step|loader           measured scaling tables
+  reconstruct | predict | export        use a trained model
+
+`miram COMMAND --help` describes each command.
+"""
+
+
+def _resolve(target: str) -> tuple[Callable[..., Any], bool]:
+    raw = target.endswith("!")
+    module, func = target.rstrip("!").split(":")
+    return getattr(importlib.import_module(module), func), raw
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``miram`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(HELP)
+        return 0
+    if args[0] == "--version":
+        from miram import __version__
+
+        print(__version__)
+        return 0
+    command, rest = args[0], args[1:]
+    entry = COMMANDS.get(command)
+    if entry is None:
+        print(f"miram: unknown command '{command}'\n\n{HELP}", file=sys.stderr)
+        return 2
+    if isinstance(entry, dict):
+        if not rest or rest[0] not in entry:
+            print(f"usage: miram {command} {{{'|'.join(entry)}}} [options]", file=sys.stderr)
+            return 0 if rest and rest[0] in ("-h", "--help") else 2
+        entry, rest = entry[rest[0]], rest[1:]
+    func, raw = _resolve(entry)
+    if raw:
+        func(rest)
+        return 0
+    from jsonargparse import CLI
+
+    CLI(func, args=rest, as_positional=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Data: sources (phantoms, CBIS-DDSM, folders, npz), the prepared cache, datasets and the DataModule."""

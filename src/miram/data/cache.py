@@ -1,0 +1,257 @@
+"""The prepared cache that training reads.
+
+Layout of a cache directory::
+
+    cache.json        format, version, source, label schema, intensity statistics, counts
+    manifest.jsonl    one JSON object per record (see CacheRecord), in index order
+    skipped.csv       every input that was skipped, with the reason
+    records/<key>.npy one uint16 (H, W) array per record, at native resolution
+
+Records are written atomically one by one (temporary file + rename), so an interrupted ``prepare``
+resumes by skipping keys already present; ``cache.json`` and ``manifest.jsonl`` are written last, so a
+directory without them is never mistaken for a finished cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+FORMAT = "miram-cache"
+VERSION = 1
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class LabelSpec:
+    """One label column of the cache.
+
+    Attributes:
+        kind: binary | multiclass (stored as a class index) | multilabel (a list of class indices)
+            | value (free integer/string, e.g. BI-RADS, patient metadata).
+        classes: class names, index order.
+    """
+
+    kind: Literal["binary", "multiclass", "multilabel", "value"]
+    classes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CacheRecord:
+    """Metadata of one cached image (the pixels are in ``records/<key>.npy``).
+
+    Attributes:
+        key: unique, filesystem-safe identifier.
+        split: train | val | test.
+        patient_id: grouping key for splits and per-patient aggregation.
+        labels: label name -> value (int class index, list of indices for multilabel, None = unknown).
+        pretrain: whether the record may enter pre-training pools.
+        source: provenance, usually the source file path.
+        meta: anything else worth keeping (UIDs, crop box, laterality, view, ...).
+    """
+
+    key: str
+    split: str
+    patient_id: str
+    labels: dict[str, Any] = field(default_factory=dict)
+    pretrain: bool = True
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class CacheError(RuntimeError):
+    """A cache that cannot be written or read, with the path and the problem in the message."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Save an array as ``.npy`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class CacheWriter:
+    """Accumulates records into a cache directory; :meth:`finalize` publishes it.
+
+    Args:
+        root: cache directory (created).
+        source: name of the data source (``phantoms``, ``cbis-ddsm``, ...), stored in ``cache.json``.
+        overwrite: start from scratch instead of resuming when the directory holds records.
+    """
+
+    def __init__(self, root: str | Path, source: str, overwrite: bool = False) -> None:
+        self.root = Path(root)
+        self.source = source
+        self.records: list[CacheRecord] = []
+        self.skipped: list[tuple[str, str]] = []
+        self._keys: set[str] = set()
+        if overwrite and self.root.exists():
+            for name in ("cache.json", "manifest.jsonl", "skipped.csv"):
+                (self.root / name).unlink(missing_ok=True)
+            for f in (self.root / "records").glob("*.npy"):
+                f.unlink()
+        (self.root / "records").mkdir(parents=True, exist_ok=True)
+
+    def record_path(self, key: str) -> Path:
+        """Where the pixels of ``key`` live."""
+        return self.root / "records" / f"{key}.npy"
+
+    def has(self, key: str) -> bool:
+        """True when the pixels of ``key`` were already written (resume)."""
+        return self.record_path(key).exists()
+
+    def add(self, record: CacheRecord, pixels: np.ndarray | None = None) -> None:
+        """Add a record; write its pixels unless ``pixels`` is None and they already exist (resume)."""
+        if record.key in self._keys:
+            raise CacheError(f"{self.root}: duplicate record key '{record.key}'")
+        if record.split not in SPLITS:
+            raise CacheError(f"{self.root}: record '{record.key}' has split '{record.split}', not in {SPLITS}")
+        if pixels is not None:
+            if pixels.ndim != 2:
+                raise CacheError(f"{record.source or record.key}: expected a 2-D image, got {pixels.shape}")
+            if pixels.dtype != np.uint16:
+                raise CacheError(f"{record.source or record.key}: cache pixels must be uint16, got {pixels.dtype}")
+            atomic_save_npy(self.record_path(record.key), pixels)
+        elif not self.has(record.key):
+            raise CacheError(f"{self.root}: no pixels for record '{record.key}'")
+        self._keys.add(record.key)
+        self.records.append(record)
+
+    def skip(self, item: str, reason: str) -> None:
+        """Remember a skipped input and why; it lands in ``skipped.csv``."""
+        self.skipped.append((item, reason))
+
+    def finalize(self, labels: dict[str, LabelSpec], extra: dict[str, Any] | None = None) -> Path:
+        """Write ``skipped.csv``, ``manifest.jsonl`` and ``cache.json``; an empty cache is an error."""
+        self._write_skipped()
+        if not self.records:
+            raise CacheError(
+                f"{self.root}: no usable records ({len(self.skipped)} inputs skipped; see "
+                f"{self.root / 'skipped.csv'})"
+            )
+        stats = intensity_stats([self.record_path(r.key) for r in self.records])
+        lines = "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in self.records)
+        atomic_write_bytes(self.root / "manifest.jsonl", lines.encode())
+        counts = {s: sum(r.split == s for r in self.records) for s in SPLITS}
+        info = {
+            "format": FORMAT,
+            "version": VERSION,
+            "source": self.source,
+            "num_records": len(self.records),
+            "num_skipped": len(self.skipped),
+            "splits": counts,
+            "labels": {k: asdict(v) for k, v in labels.items()},
+            "stats": stats,
+            **(extra or {}),
+        }
+        atomic_write_bytes(self.root / "cache.json", json.dumps(info, indent=2).encode())
+        return self.root
+
+    def _write_skipped(self) -> None:
+        lines = [["input", "reason"], *self.skipped]
+        import io
+
+        buf = io.StringIO()
+        csv.writer(buf).writerows(lines)
+        atomic_write_bytes(self.root / "skipped.csv", buf.getvalue().encode())
+
+
+def intensity_stats(paths: Sequence[Path], max_samples: int = 256, seed: int = 0) -> dict[str, float]:
+    """Mean and std of pixel values scaled to [0, 1], over a seeded sample of records."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(paths), size=min(max_samples, len(paths)), replace=False)
+    total, total_sq, count = 0.0, 0.0, 0
+    for i in chosen:
+        a = np.load(paths[i], mmap_mode="r")[::4, ::4].astype(np.float64) / 65535.0
+        total += a.sum()
+        total_sq += (a * a).sum()
+        count += a.size
+    mean = total / count
+    std = max((total_sq / count - mean * mean) ** 0.5, 1e-6)
+    return {"mean": float(mean), "std": float(std)}
+
+
+class Cache:
+    """Read-only view of a finished cache directory.
+
+    Args:
+        root: the cache directory written by a ``CacheWriter``.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        info_path = self.root / "cache.json"
+        if not info_path.exists():
+            raise CacheError(
+                f"{self.root}: not a finished miram cache (no cache.json); run `miram prepare` first"
+            )
+        self.info: dict[str, Any] = json.loads(info_path.read_text())
+        if self.info.get("format") != FORMAT:
+            raise CacheError(f"{info_path}: not a miram cache (format {self.info.get('format')!r})")
+        if self.info.get("version") != VERSION:
+            raise CacheError(f"{info_path}: cache version {self.info.get('version')}, this miram reads {VERSION}")
+        with open(self.root / "manifest.jsonl") as f:
+            self.records = [CacheRecord(**json.loads(line)) for line in f if line.strip()]
+        self.labels = {k: LabelSpec(**v) for k, v in self.info["labels"].items()}
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """``{"mean", "std"}`` of pixels scaled to [0, 1]."""
+        return dict(self.info["stats"])
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def path(self, index: int) -> Path:
+        """File holding the pixels of record ``index``."""
+        return self.root / "records" / f"{self.records[index].key}.npy"
+
+    def image(self, index: int) -> np.ndarray:
+        """uint16 ``(H, W)`` pixels of record ``index`` (memory-mapped)."""
+        return np.load(self.path(index), mmap_mode="r")
+
+    def indices(
+        self, split: str | Iterable[str] | None = None, pretrain_only: bool = False, label: str | None = None
+    ) -> list[int]:
+        """Record indices in ``split`` (one or several), optionally only pre-training-eligible records and
+        only records whose ``label`` is known."""
+        splits = {split} if isinstance(split, str) else (set(split) if split is not None else None)
+        if label is not None and label not in self.labels:
+            raise CacheError(f"{self.root}: no label '{label}'; available: {sorted(self.labels)}")
+        out = []
+        for i, r in enumerate(self.records):
+            if splits is not None and r.split not in splits:
+                continue
+            if pretrain_only and not r.pretrain:
+                continue
+            if label is not None and r.labels.get(label) is None:
+                continue
+            out.append(i)
+        return out

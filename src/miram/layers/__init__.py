@@ -1,0 +1,1 @@
+"""Building blocks composed by the models: one block per file."""
