@@ -32,7 +32,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "step": "miram.bench.step:bench_step",
         "loader": "miram.bench.loader:bench_loader",
     },
-    "reconstruct": "miram.train.reconstruct:reconstruct",
+    "reconstruct": "miram.train.reconstruct:reconstruct_command",
     "predict": "miram.eval.predict:predict",
     "export": "miram.utils.export:export",
 }

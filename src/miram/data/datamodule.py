@@ -1,0 +1,178 @@
+"""Dataset over a prepared cache and the Lightning DataModule used by every command.
+
+Workers load native-resolution uint16 crops, pick the augmentation geometry on the native pixels and
+resample straight to the size the model asks for (for MIRAM the finest scale, so high-resolution targets
+are real pixels). Flips run batched on the device (kornia) after the transfer.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import kornia.augmentation as K
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from miram.data.cache import Cache, CacheError
+from miram.data.transforms import center_box, crop_resize, random_resized_box
+
+
+class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
+    """Records of a cache as normalised float crops and label targets.
+
+    Args:
+        cache: the opened cache.
+        indices: record indices to serve.
+        size: output ``(H, W)``.
+        train: random resized crops when True, the centred full crop otherwise.
+        label: label name to return as target, or None (target -1).
+        scale: random-resized-crop area range.
+        ratio: random-resized-crop aspect range.
+
+    Items are ``(image (1, H, W), target)``; the target is a class index (long), a multi-hot vector (float)
+    for multilabel labels, or -1 when no label is asked for.
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        indices: list[int],
+        size: tuple[int, int],
+        train: bool,
+        label: str | None = None,
+        scale: tuple[float, float] = (0.2, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    ) -> None:
+        self.cache, self.indices, self.size, self.train = cache, indices, tuple(size), train
+        self.label, self.scale, self.ratio = label, scale, ratio
+        self.mean, self.std = cache.stats["mean"], cache.stats["std"]
+        self.spec = cache.labels[label] if label is not None else None
+        self.rng = random.Random()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def target(self, index: int) -> Tensor:
+        """Label target of record ``index``."""
+        if self.label is None or self.spec is None:
+            return torch.tensor(-1)
+        value = self.cache.records[index].labels.get(self.label)
+        if self.spec.kind == "multilabel":
+            hot = torch.zeros(len(self.spec.classes))
+            hot[list(value or [])] = 1.0
+            return hot
+        return torch.tensor(-1 if value is None else int(value))
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        index = self.indices[i]
+        image = self.cache.image(index)
+        h, w = image.shape
+        aspect = self.size[1] / self.size[0]
+        if self.train:
+            box = random_resized_box(h, w, self.scale, self.ratio, aspect, self.rng)
+        else:
+            box = center_box(h, w, aspect)
+        x = crop_resize(image, box, self.size)
+        return (x - self.mean) / self.std, self.target(index)
+
+
+def _worker_init(worker_id: int) -> None:
+    # Each worker resamples with one thread (the loader already runs workers in parallel) and gets its own
+    # crop RNG stream.
+    torch.set_num_threads(1)
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        info.dataset.rng.seed(info.seed)  # type: ignore[attr-defined]
+
+
+class MammoDataModule(L.LightningDataModule):
+    """Train/val/test loaders over a prepared cache.
+
+    Args:
+        cache: cache directory written by ``miram prepare``.
+        image_size: ``(H, W)`` delivered to the model: for MAE/MIRAM the finest scale
+            (encoder input x largest factor).
+        batch_size: per-device batch size.
+        num_workers: loader processes.
+        label: label to return as target (probe / fine-tune), or None for pre-training.
+        pretrain_only: train only on records allowed in pre-training pools.
+        train_splits: splits used for training.
+        scale: random-resized-crop area range (training only).
+        hflip: random horizontal flips (training only, on the device).
+        vflip: random vertical flips (training only, on the device).
+        limit_train: use only the first N training records (quick runs), or None for all.
+    """
+
+    def __init__(
+        self,
+        cache: str,
+        image_size: tuple[int, int] = (224, 224),
+        batch_size: int = 64,
+        num_workers: int = 2,
+        label: str | None = None,
+        pretrain_only: bool = True,
+        train_splits: list[str] | None = None,
+        scale: tuple[float, float] = (0.2, 1.0),
+        hflip: bool = True,
+        vflip: bool = False,
+        limit_train: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.cache_dir, self.image_size, self.batch_size = cache, tuple(image_size), batch_size
+        self.num_workers, self.label, self.pretrain_only = num_workers, label, pretrain_only
+        self.train_splits = train_splits or ["train"]
+        self.scale, self.limit_train = scale, limit_train
+        self.flips = K.AugmentationSequential(
+            *([K.RandomHorizontalFlip()] if hflip else []), *([K.RandomVerticalFlip()] if vflip else [])
+        )
+        self._cache: Cache | None = None
+
+    @property
+    def cache(self) -> Cache:
+        """The opened cache (validated on first use)."""
+        if self._cache is None:
+            self._cache = Cache(self.cache_dir)
+            if self.label is not None and self.label not in self._cache.labels:
+                raise CacheError(f"{self.cache_dir}: no label '{self.label}'; available: {sorted(self._cache.labels)}")
+        return self._cache
+
+    def dataset(self, split: str | list[str], train: bool) -> CacheDataset:
+        """Dataset of ``split`` with training or evaluation geometry."""
+        pretrain_only = self.pretrain_only and train
+        indices = self.cache.indices(split, pretrain_only=pretrain_only, label=self.label)
+        if train and self.limit_train is not None:
+            indices = indices[: self.limit_train]
+        if not indices:
+            raise CacheError(f"{self.cache_dir}: no records in split {split!r}" + (
+                f" with label '{self.label}'" if self.label else ""))
+        return CacheDataset(self.cache, indices, self.image_size, train, self.label, self.scale)
+
+    def _loader(self, dataset: CacheDataset, shuffle: bool) -> DataLoader[Any]:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) >= self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=_worker_init,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        return self._loader(self.dataset(self.train_splits, train=True), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return self._loader(self.dataset("val", train=False), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        return self._loader(self.dataset("test", train=False), shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training and len(self.flips):
+            images, target = batch
+            return self.flips(images), target
+        return batch

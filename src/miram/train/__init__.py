@@ -1,0 +1,1 @@
+"""Lightning shells over the plain models: pre-training modules, schedules, callbacks and the CLI."""

@@ -1,0 +1,1 @@
+"""Infrastructure shared by training, evaluation and export."""
