@@ -42,6 +42,11 @@ class AttentionBackend(nn.Module, ABC):
     supports_key_padding_mask: ClassVar[bool] = False
     needs_fixed_length: ClassVar[bool] = False  # parameters tied to N (and the token order)
     can_return_attention: ClassVar[bool] = False
+    # The output depends on the order of the tokens (segment landmarks, sequence convolutions, per-slot
+    # projections), so shuffling tokens (MAE's visible set) changes more than the output order.
+    position_dependent: ClassVar[bool] = False
+    # Holds random features that a training callback redraws through :meth:`redraw_features`.
+    random_features: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -65,7 +70,9 @@ class AttentionBackend(nn.Module, ABC):
         self.seq_len, self.grid_size, self.num_prefix_tokens = seq_len, grid_size, num_prefix_tokens
         self.config = config if config is not None else self.config_cls()
         if not isinstance(self.config, self.config_cls):
-            raise TypeError(f"{type(self).__name__} takes a {self.config_cls.__name__}, got {type(self.config)}")
+            raise TypeError(
+                f"{type(self).__name__} takes a {self.config_cls.__name__}, got {type(self.config)}"
+            )
         inner = num_heads * head_dim
         self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
         self.attn_drop = attn_drop
@@ -102,6 +109,12 @@ class AttentionBackend(nn.Module, ABC):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         """The kernel: q, k, v ``(B, H, N, Dh)`` -> ``(B, H, N, Dh)``."""
 
+    def redraw_features(self, generator: torch.Generator | None = None) -> None:
+        """Redraw random features (backends with ``random_features``); a no-op for the others.
+
+        Called between steps by a training callback, never by ``forward``.
+        """
+
     def extra_repr(self) -> str:
         return f"name={self.name}, dim={self.dim}, heads={self.num_heads}, head_dim={self.head_dim}"
 
@@ -127,4 +140,11 @@ def padding_to_attn_mask(key_padding_mask: Tensor) -> Tensor:
     return (~key_padding_mask.bool())[:, None, None, :]
 
 
-__all__ = ["AttentionBackend", "AttentionConfig", "build_config", "dropout_p", "padding_to_attn_mask", "torch"]
+__all__ = [
+    "AttentionBackend",
+    "AttentionConfig",
+    "build_config",
+    "dropout_p",
+    "padding_to_attn_mask",
+    "torch",
+]
