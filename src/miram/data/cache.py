@@ -6,10 +6,13 @@ Layout of a cache directory::
     manifest.jsonl    one JSON object per record (see CacheRecord), in index order
     skipped.csv       every input that was skipped, with the reason
     records/<key>.npy one uint16 (H, W) array per record, at native resolution
+    journal/          per-job JSON (records + skips of one source item) and settings.json, for resume
 
 Records are written atomically one by one (temporary file + rename), so an interrupted ``prepare``
 resumes by skipping keys already present; ``cache.json`` and ``manifest.jsonl`` are written last, so a
-directory without them is never mistaken for a finished cache.
+directory without them is never mistaken for a finished cache. Sources that decode in worker processes
+write the pixels there (:func:`atomic_save_npy` into :meth:`CacheWriter.record_path`) and a per-job
+journal entry (:func:`save_job`) after them; a resumed run reads the journal instead of decoding again.
 """
 
 from __future__ import annotations
@@ -117,6 +120,8 @@ class CacheWriter:
                 (self.root / name).unlink(missing_ok=True)
             for f in (self.root / "records").glob("*.npy"):
                 f.unlink()
+            for f in (self.root / "journal").glob("*.json"):
+                f.unlink()
         (self.root / "records").mkdir(parents=True, exist_ok=True)
 
     def record_path(self, key: str) -> Path:
@@ -132,17 +137,55 @@ class CacheWriter:
         if record.key in self._keys:
             raise CacheError(f"{self.root}: duplicate record key '{record.key}'")
         if record.split not in SPLITS:
-            raise CacheError(f"{self.root}: record '{record.key}' has split '{record.split}', not in {SPLITS}")
+            raise CacheError(
+                f"{self.root}: record '{record.key}' has split '{record.split}', not in {SPLITS}"
+            )
         if pixels is not None:
             if pixels.ndim != 2:
                 raise CacheError(f"{record.source or record.key}: expected a 2-D image, got {pixels.shape}")
             if pixels.dtype != np.uint16:
-                raise CacheError(f"{record.source or record.key}: cache pixels must be uint16, got {pixels.dtype}")
+                raise CacheError(
+                    f"{record.source or record.key}: cache pixels must be uint16, got {pixels.dtype}"
+                )
             atomic_save_npy(self.record_path(record.key), pixels)
         elif not self.has(record.key):
             raise CacheError(f"{self.root}: no pixels for record '{record.key}'")
         self._keys.add(record.key)
         self.records.append(record)
+
+    def check_settings(self, settings: dict[str, Any]) -> None:
+        """Refuse to resume a cache prepared with other settings (records would mix); remember these.
+
+        Raises:
+            CacheError: the journal holds different settings (message lists them; use overwrite).
+        """
+        path = self.root / "journal" / "settings.json"
+        current = json.loads(json.dumps(settings, sort_keys=True, default=str))
+        if path.exists():
+            previous = json.loads(path.read_text())
+            if previous != current:
+                diff = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+                raise CacheError(
+                    f"{self.root}: holds a partial or finished cache prepared with other settings ({diff}); "
+                    "pass overwrite=True (--overwrite true) to start again"
+                )
+            return
+        atomic_write_bytes(path, json.dumps(current, indent=2, sort_keys=True).encode())
+
+    def load_job(self, job: str) -> tuple[list[CacheRecord], list[tuple[str, str]]] | None:
+        """Records and skips of a job finished by an earlier run, or None when it must run (again)."""
+        path = journal_path(self.root, job)
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            records = [CacheRecord(**r) for r in data["records"]]
+            skipped = [(str(a), str(b)) for a, b in data["skipped"]]
+        except (ValueError, KeyError, TypeError):
+            return None  # unreadable journal entry: redo the job
+        if not all(self.has(r.key) for r in records):
+            return None
+        return records, skipped
 
     def skip(self, item: str, reason: str) -> None:
         """Remember a skipped input and why; it lands in ``skipped.csv``."""
@@ -183,6 +226,19 @@ class CacheWriter:
         atomic_write_bytes(self.root / "skipped.csv", buf.getvalue().encode())
 
 
+def journal_path(root: str | Path, job: str) -> Path:
+    """Journal entry of one job (a source item such as one full mammogram)."""
+    return Path(root) / "journal" / f"{job}.json"
+
+
+def save_job(
+    root: str | Path, job: str, records: Sequence[CacheRecord], skipped: Sequence[tuple[str, str]]
+) -> None:
+    """Journal a finished job atomically; call after its pixel files are written."""
+    data = {"records": [asdict(r) for r in records], "skipped": [list(s) for s in skipped]}
+    atomic_write_bytes(journal_path(root, job), json.dumps(data, sort_keys=True).encode())
+
+
 def intensity_stats(paths: Sequence[Path], max_samples: int = 256, seed: int = 0) -> dict[str, float]:
     """Mean and std of pixel values scaled to [0, 1], over a seeded sample of records."""
     rng = np.random.default_rng(seed)
@@ -216,7 +272,9 @@ class Cache:
         if self.info.get("format") != FORMAT:
             raise CacheError(f"{info_path}: not a miram cache (format {self.info.get('format')!r})")
         if self.info.get("version") != VERSION:
-            raise CacheError(f"{info_path}: cache version {self.info.get('version')}, this miram reads {VERSION}")
+            raise CacheError(
+                f"{info_path}: cache version {self.info.get('version')}, this miram reads {VERSION}"
+            )
         with open(self.root / "manifest.jsonl") as f:
             self.records = [CacheRecord(**json.loads(line)) for line in f if line.strip()]
         self.labels = {k: LabelSpec(**v) for k, v in self.info["labels"].items()}

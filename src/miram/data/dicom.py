@@ -1,0 +1,272 @@
+"""The one DICOM decoder of miram: a grey image in, uint16 ``(H, W)`` display-ready pixels out.
+
+Pipeline (DICOM PS3.3 C.11, see ``docs/cbis-ddsm.md`` §10.2): raw stored values (masked to BitsStored by
+pydicom) → PixelPaddingValue noted → Modality LUT (rescale or LUT sequence) → VOI (LUT sequence, else
+window centre/width with LINEAR / LINEAR_EXACT / SIGMOID) → scaled to the full uint16 range from the
+*declared* range of that stage (``2**BitsStored - 1``, LUT descriptor bits, or the window), never from a
+fixed 65535 → MONOCHROME1 inverted *after* VOI so dense tissue is bright → padding pixels set to 0.
+
+RLE and uncompressed data decode with pydicom + numpy; JPEG / JPEG-LS / JPEG 2000 need the optional
+``miram[dicom]`` extra, and a missing decoder is reported with the transfer syntax and the install command.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+INSTALL_HINT = "pip install 'miram[dicom]'"
+_U16 = 65535.0
+
+
+class DicomError(ValueError):
+    """A file that cannot be decoded; the message names the file and the problem."""
+
+
+@dataclass
+class DicomImage:
+    """A decoded grey DICOM image.
+
+    Attributes:
+        pixels: uint16 ``(H, W)``, bright = dense, padding = 0.
+        ds: the dataset (pixel data still attached; drop the reference to free it).
+        path: source file.
+    """
+
+    pixels: np.ndarray
+    ds: Dataset
+    path: str
+
+
+def _open(path: str | Path, stop_before_pixels: bool) -> Dataset:
+    p = Path(path)
+    if not p.is_file():
+        raise DicomError(f"{p}: file not found")
+    try:
+        return pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
+    except pydicom.errors.InvalidDicomError:
+        pass  # no 'DICM' preamble: some writers omit it; retry leniently below
+    except (EOFError, OSError, ValueError, KeyError, TypeError) as e:
+        raise DicomError(f"{p}: truncated or corrupt DICOM file ({type(e).__name__}: {e})") from e
+    try:
+        ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, force=True)
+    except Exception as e:  # forced parsing of arbitrary bytes can fail in many ways
+        raise DicomError(f"{p}: not a DICOM file ({type(e).__name__}: {e})") from e
+    if "Rows" not in ds or "Columns" not in ds:
+        raise DicomError(f"{p}: not a DICOM file (no DICM preamble and no image header)")
+    if "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    return ds
+
+
+def read_header(path: str | Path) -> Dataset:
+    """Read the header only (``stop_before_pixels``); fast enough to index a whole download.
+
+    Raises:
+        DicomError: missing, non-DICOM or truncated file.
+    """
+    return _open(path, stop_before_pixels=True)
+
+
+def _check_decoder(ds: Dataset, path: str | Path) -> None:
+    ts = ds.file_meta.TransferSyntaxUID
+    if not ts.is_compressed:
+        return
+    from pydicom.pixels.decoders.base import get_decoder
+
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError as e:
+        raise DicomError(f"{path}: transfer syntax {ts.name} ({ts}) is not supported by pydicom") from e
+    if not decoder.is_available:
+        options = "; ".join(decoder.missing_dependencies)
+        raise DicomError(
+            f"{path}: no decoder installed for transfer syntax {ts.name} ({ts}); "
+            f"install the optional extra: {INSTALL_HINT} (pydicom can use: {options})"
+        )
+
+
+def _padding_mask(raw: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """Pixels equal to PixelPaddingValue (or inside [value, range limit]), on the stored values."""
+    if "PixelPaddingValue" not in ds:
+        return None
+    lo = int(ds.PixelPaddingValue)
+    hi = int(ds.get("PixelPaddingRangeLimit", lo))
+    lo, hi = min(lo, hi), max(lo, hi)
+    mask = (raw >= lo) & (raw <= hi)
+    return mask if mask.any() else None
+
+
+def _stored_range(ds: Dataset) -> tuple[float, float]:
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        return -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
+    return 0.0, 2.0**bits - 1
+
+
+def _lut_bits(item: Dataset) -> int:
+    desc = [int(v) for v in item.LUTDescriptor]
+    return desc[2] if len(desc) > 2 and desc[2] > 0 else 16
+
+
+def _modality(arr: np.ndarray, ds: Dataset) -> tuple[np.ndarray, tuple[float, float]]:
+    """Apply the Modality LUT; return the values and their declared range."""
+    lo, hi = _stored_range(ds)
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels.processing import apply_modality_lut
+
+        out = apply_modality_lut(arr, ds)
+        return out, (0.0, 2.0 ** _lut_bits(ds.ModalityLUTSequence[0]) - 1)
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    if slope == 1.0 and intercept == 0.0:
+        return arr, (lo, hi)
+    out = arr.astype(np.float64) * slope + intercept
+    ends = sorted((lo * slope + intercept, hi * slope + intercept))
+    return out, (ends[0], ends[1])
+
+
+def _first(value: Any, index: int) -> float:
+    if isinstance(value, pydicom.multival.MultiValue):
+        return float(value[min(index, len(value) - 1)])
+    return float(value)
+
+
+def _window(x: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
+    """Window centre/width to [0, 1] (PS3.3 C.11.2.1.2/3)."""
+    c, w = _first(ds.WindowCenter, index), max(_first(ds.WindowWidth, index), 1.0)
+    fn = str(ds.get("VOILUTFunction", "LINEAR")).upper()
+    x = x.astype(np.float64, copy=False)
+    if fn == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
+    if fn == "LINEAR_EXACT":
+        return np.clip((x - c) / w + 0.5, 0.0, 1.0)
+    return np.clip((x - (c - 0.5)) / max(w - 1.0, 1.0) + 0.5, 0.0, 1.0)
+
+
+def to_uint16(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map values declared to lie in [lo, hi] linearly onto [0, 65535] (uint16, same shape)."""
+    if values.dtype == np.uint16 and lo == 0 and hi == _U16:
+        return values  # CBIS-DDSM fast path: 16-bit unsigned, nothing to do
+    scaled = (values.astype(np.float64) - lo) * (_U16 / max(hi - lo, 1e-12))
+    return np.clip(np.rint(scaled), 0, _U16).astype(np.uint16)
+
+
+def decode_pixels(
+    ds: Dataset, path: str | Path = "<dataset>", voi: bool = True, window_index: int = 0
+) -> np.ndarray:
+    """Decode the pixels of a dataset read with pixel data; see the module docstring for the order.
+
+    Args:
+        ds: dataset with PixelData.
+        path: used in error messages.
+        voi: apply the VOI LUT or window when present (False keeps the modality values).
+        window_index: which window to use when WindowCenter/Width are multi-valued.
+
+    Returns:
+        uint16 ``(H, W)``.
+
+    Raises:
+        DicomError: no pixel data, colour or multi-frame image, missing decoder, truncated pixel data.
+    """
+    if "PixelData" not in ds:
+        raise DicomError(f"{path}: no pixel data (PixelData element missing)")
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise DicomError(
+            f"{path}: colour image (SamplesPerPixel={ds.SamplesPerPixel}); only grey images are supported"
+        )
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise DicomError(
+            f"{path}: multi-frame image ({ds.NumberOfFrames} frames); only single-frame images are supported"
+        )
+    _check_decoder(ds, path)
+    try:
+        raw = ds.pixel_array
+    except Exception as e:  # decoders raise ValueError, RuntimeError, struct errors on short data
+        raise DicomError(
+            f"{path}: cannot decode pixel data, file truncated or corrupt ({type(e).__name__}: {e})"
+        ) from e
+    if raw.ndim != 2:
+        raise DicomError(f"{path}: expected a 2-D image, got pixel array of shape {raw.shape}")
+    padding = _padding_mask(raw, ds)
+    values, (lo, hi) = _modality(raw, ds)
+    if voi and "VOILUTSequence" in ds:
+        from pydicom.pixels.processing import apply_voi
+
+        item = ds.VOILUTSequence[min(window_index, len(ds.VOILUTSequence) - 1)]
+        values = apply_voi(values, ds, index=min(window_index, len(ds.VOILUTSequence) - 1))
+        lo, hi = 0.0, 2.0 ** _lut_bits(item) - 1
+    elif voi and "WindowCenter" in ds and "WindowWidth" in ds:
+        values, lo, hi = _window(values, ds, window_index), 0.0, 1.0
+    out = to_uint16(values, lo, hi)
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+        out = np.subtract(np.uint16(65535), out, dtype=np.uint16)  # after VOI: dense tissue ends up bright
+    if padding is not None:
+        out = out.copy() if not out.flags.writeable else out
+        out[padding] = 0
+    return out
+
+
+def read_dicom(path: str | Path, voi: bool = True, window_index: int = 0) -> DicomImage:
+    """Read and decode one grey DICOM file.
+
+    Args:
+        path: the file.
+        voi: apply the VOI LUT or window when present.
+        window_index: which window to use when several are given.
+
+    Returns:
+        the image, pixels uint16 ``(H, W)``.
+
+    Raises:
+        DicomError: missing, non-DICOM, truncated or undecodable file (message names the file).
+    """
+    ds = _open(path, stop_before_pixels=False)
+    return DicomImage(decode_pixels(ds, path, voi=voi, window_index=window_index), ds, str(path))
+
+
+_SIDE_WORDS = {"LEFT": "L", "RIGHT": "R", "L": "L", "R": "R"}
+_VIEWS = ("MLO", "CC", "ML", "LM", "XCCL", "XCCM", "LMO", "SIO", "AT", "FB")
+
+
+def laterality(ds: Dataset | None, path: str | Path | None = None) -> str | None:
+    """Side of the breast: ImageLaterality, then Laterality, then the file name. Returns ``"L"``, ``"R"``
+    or None."""
+    if ds is not None:
+        for tag in ("ImageLaterality", "Laterality"):
+            v = str(ds.get(tag, "") or "").strip().upper()
+            if v in ("L", "R"):
+                return v
+    if path is not None:
+        for token in re.split(r"[^A-Za-z]+", Path(path).name.upper()):
+            if token in ("LEFT", "RIGHT"):
+                return _SIDE_WORDS[token]
+        m = re.search(r"(?:^|[^A-Z])([LR])[-_ ]?(CC|MLO)(?:[^A-Z]|$)", Path(path).name.upper())
+        if m:
+            return m.group(1)
+    return None
+
+
+def view(ds: Dataset | None, path: str | Path | None = None) -> str | None:
+    """View position: ViewPosition, then PatientOrientation (CBIS-DDSM stores it there), then the file
+    name. Returns e.g. ``"CC"``, ``"MLO"`` or None."""
+    if ds is not None:
+        for tag in ("ViewPosition", "PatientOrientation"):
+            raw = ds.get(tag, "")
+            values = list(raw) if isinstance(raw, pydicom.multival.MultiValue) else [raw]
+            for v in values:
+                v = str(v or "").strip().upper()
+                if v in _VIEWS:
+                    return v
+    if path is not None:
+        for token in re.split(r"[^A-Za-z]+", Path(path).name.upper()):
+            for v in _VIEWS:
+                if token in (v, "L" + v, "R" + v):
+                    return v
+    return None

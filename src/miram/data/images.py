@@ -1,0 +1,151 @@
+"""Image files of any supported kind → uint16 ``(H, W)``, plus the crop and resize helpers of ``prepare``.
+
+PNG (8- or 16-bit), JPEG and DICOM are read; 8-bit data are scaled by 257 so that 255 → 65535 and every
+source shares the cache's uint16 range. Colour images are converted to luminance (ITU-R 601).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from miram.data.dicom import DicomError, read_dicom
+
+DICOM_SUFFIXES = (".dcm", ".dicom", "")
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message names the file and the problem."""
+
+
+def is_dicom_path(path: Path) -> bool:
+    """DICOM by suffix (``.dcm``, ``.dicom``, or no suffix as NBIA / PACS exports often have)."""
+    return path.suffix.lower() in DICOM_SUFFIXES
+
+
+def to_uint16_array(a: np.ndarray, path: str | Path) -> np.ndarray:
+    """Grey uint16 from a decoded raster: 8-bit ×257, 16-bit as is, colour → luminance.
+
+    Args:
+        a: ``(H, W)`` or ``(H, W, C)`` uint8 / uint16 / int32 (PIL's ``I`` mode) / bool.
+        path: for messages.
+
+    Returns:
+        uint16 ``(H, W)``.
+    """
+    if a.ndim == 3:
+        if a.shape[2] in (3, 4):
+            a = (a[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])).round().astype(a.dtype)
+        elif a.shape[2] == 1:
+            a = a[..., 0]
+    if a.ndim != 2:
+        raise ImageError(f"{path}: expected a grey or RGB image, got array of shape {a.shape}")
+    if a.dtype == np.bool_:
+        return a.astype(np.uint16) * np.uint16(65535)
+    if a.dtype == np.uint8:
+        return a.astype(np.uint16) * np.uint16(257)  # 255 -> 65535 exactly
+    if a.dtype == np.uint16:
+        return a
+    if np.issubdtype(a.dtype, np.integer) and a.min() >= 0 and a.max() <= 65535:
+        return a.astype(np.uint16)  # PIL opens some 16-bit PNGs as int32 'I'
+    raise ImageError(f"{path}: unsupported pixel type {a.dtype} (range {a.min()}..{a.max()})")
+
+
+def read_raster(path: str | Path) -> np.ndarray:
+    """PNG / JPEG / TIFF → uint16 ``(H, W)``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            conv = im.convert("RGB") if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "RGBA") else im
+            arr = np.asarray(conv)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{path}: not a readable image, truncated or corrupt ({e})") from e
+    return to_uint16_array(arr, path)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Any supported image file → uint16 ``(H, W)``; DICOM through :func:`miram.data.dicom.read_dicom`.
+
+    Raises:
+        ImageError: missing, unreadable or unsupported file (DicomError is converted, message kept).
+    """
+    p = Path(path)
+    if p.suffix.lower() in RASTER_SUFFIXES:
+        return read_raster(p)
+    try:
+        return read_dicom(p).pixels
+    except DicomError as e:
+        raise ImageError(str(e)) from e
+
+
+def image_shape(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` from the header only (DICOM ``Rows``/``Columns`` or the raster header)."""
+    p = Path(path)
+    if p.suffix.lower() in RASTER_SUFFIXES:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(p) as im:
+                return im.size[1], im.size[0]
+        except (UnidentifiedImageError, OSError) as e:
+            raise ImageError(f"{p}: not a readable image ({e})") from e
+    from miram.data.dicom import read_header
+
+    try:
+        ds = read_header(p)
+    except DicomError as e:
+        raise ImageError(str(e)) from e
+    return int(ds.Rows), int(ds.Columns)
+
+
+def square_box(
+    y0: int, y1: int, x0: int, x1: int, context: float = 0.0, min_side: int = 0
+) -> tuple[int, int, int]:
+    """Square around a box (end-exclusive), centred on it.
+
+    Args:
+        y0, y1, x0, x1: the box.
+        context: margin added on each side as a fraction of the box's longer side (0 = paper.md §5.1).
+        min_side: lower bound on the side.
+
+    Returns:
+        ``(top, left, side)``; may extend past the image (callers zero-pad).
+    """
+    side = max(y1 - y0, x1 - x0)
+    side = max(int(round(side * (1.0 + 2.0 * context))), min_side, 1)
+    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
+    return int(np.floor(cy - side / 2.0)), int(np.floor(cx - side / 2.0)), side
+
+
+def crop_padded(image: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
+    """``image[top:top+height, left:left+width]`` with zeros where the window leaves the image."""
+    out = np.zeros((height, width), dtype=image.dtype)
+    h, w = image.shape
+    sy0, sx0 = max(top, 0), max(left, 0)
+    sy1, sx1 = min(top + height, h), min(left + width, w)
+    if sy1 > sy0 and sx1 > sx0:
+        out[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = image[sy0:sy1, sx0:sx1]
+    return out
+
+
+def resize_max(image: np.ndarray, max_size: int | None) -> tuple[np.ndarray, float]:
+    """Downscale (area filter) so the longest side is at most ``max_size``; never upscales.
+
+    Returns:
+        ``(uint16 image, scale)`` with scale = new / old size (1.0 when unchanged).
+    """
+    h, w = image.shape
+    if not max_size or max(h, w) <= max_size:
+        return image, 1.0
+    from PIL import Image
+
+    scale = max_size / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resized = Image.fromarray(image.astype(np.float32)).resize(size, Image.Resampling.BOX)
+    return np.clip(np.rint(np.asarray(resized)), 0, 65535).astype(np.uint16), scale
