@@ -1,0 +1,63 @@
+"""Lightning module for MoCo-v3 pre-training (the contrastive baseline of the MIRAM paper)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from miram.models.mocov3 import MoCoV3, MoCoV3Config, cosine_momentum
+from miram.train.lit_pretrain import LitPretrainBase
+from miram.train.optim import OptimConfig
+from miram.utils.config import from_dict, to_dict
+
+
+class LitMoCoV3(LitPretrainBase):
+    """MoCo-v3 pre-training; the momentum branch follows a cosine schedule over optimiser steps.
+
+    Args:
+        model: MoCo-v3 hyperparameters.
+        optim: optimiser and schedule (paper: AdamW, base lr 1.5e-4, wd 0.1, 40 warm-up epochs).
+
+    Under DDP set ``trainer.sync_batchnorm: true`` so the projector and predictor BatchNorms see the global
+    batch, as in the paper; negatives are gathered across devices by the loss.
+    """
+
+    method = "mocov3"
+    encoder_prefix = "model.encoder."
+
+    model: MoCoV3
+
+    def __init__(
+        self,
+        model: MoCoV3Config | dict[str, Any] | None = None,
+        optim: OptimConfig | dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(optim)
+        self.config = from_dict(MoCoV3Config, model) if model is not None else MoCoV3Config()
+        self.save_hyperparameters({"model": to_dict(self.config), "optim": to_dict(self.optim)})
+        self.model = MoCoV3(self.config)
+        self.momentum = self.config.base_momentum
+
+    def encoder_config(self) -> dict[str, Any]:
+        return dict(to_dict(self.config.encoder))
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        want = tuple(self.config.encoder.img_size)
+        size = tuple(getattr(dm, "image_size", want))
+        if size != want:
+            raise ValueError(f"data.image_size is {size} but the MoCo-v3 encoder takes {want} images")
+        if self.trainer.world_size > 1 and not self.config.gather_negatives:
+            warnings.warn(
+                "MoCo-v3 with gather_negatives=false under DDP uses only the local batch as negatives",
+                stacklevel=2,
+            )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # After the optimiser step: move the momentum branch towards the updated online branch.
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
+            return
+        total = int(self.trainer.estimated_stepping_batches)
+        self.momentum = cosine_momentum(self.trainer.global_step, total, self.config.base_momentum)
+        self.model.update_momentum(self.momentum)
+        self.log("train/momentum", self.momentum, on_step=True, on_epoch=False)
