@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cbis_fakes import FakeLesion, build_tree, standard_lesions
+
+# the builders are imported by name from the test modules too; this works whether or not tests/data is a
+# package (pytest's rootdir-relative import then names it data.cbis_fakes)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cbis_fakes import FakeLesion, build_tree, standard_lesions  # noqa: E402
 
 
 @pytest.fixture
