@@ -1,0 +1,231 @@
+"""Performer / FAVOR+ attention (Choromanski et al., ICLR 2021, arXiv 2009.14794) in a fused form.
+
+With x^ = x Dh^-1/4 and m positive orthogonal random features w_j, FAVOR+ estimates softmax attention
+by phi(x)_j ~ exp(w_j . x^ - |x^|^2 / 2). Regrouping its sums gives two softmaxes (attention.md §8.3):
+
+1. M = SDPA(W, K^, V) with key bias -|k^_n|^2/2           (m feature queries over all N keys)
+   l_j = logsumexp_n(w_j . k^_n - |k^_n|^2/2)             (chunked; recomputed in backward)
+2. out = SDPA(Q^, W, M) with key bias l_j                 (N queries over the m feature keys)
+
+Both biases ride in one extra head channel (1 on the query side), so the N-sized products run in
+fused kernels without an attention mask and nothing of size N x m is kept for backward. The query
+factor exp(-|q^|^2/2)/sqrt(m) cancels in the normalisation.
+
+Deviations from ``performer-pytorch`` 1.1.4, on purpose:
+
+- no +1e-4 added to the features (it does not factor into a softmax; the oracle tests calibrate it,
+  and :func:`favor_attention` with ``eps=1e-4`` reproduces the package);
+- a key padding mask removes keys from the normaliser too (the package only zeroes their values);
+- features are a persistent buffer redrawn only by :meth:`PerformerAttention.redraw_features`, from
+  a training callback, never inside ``forward``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from miram.attention.base import AttentionBackend, AttentionConfig, dropout_p
+from miram.attention.registry import register_backend
+
+FeatureNorm = Literal["chi", "sqrt_dim"]
+
+
+@dataclass
+class PerformerConfig(AttentionConfig):
+    """Options of the Performer backend."""
+
+    num_features: int | None = None  # m; None = int(Dh ln Dh), 110 for Dh = 32 (package default)
+    feature_norm: FeatureNorm = "chi"  # row norms: chi-distributed (Gaussian-like) or exactly sqrt(Dh)
+    lse_chunk: int = 4096  # keys per chunk of the feature log-sum-exp (bounds its N x m working set)
+
+    def __post_init__(self) -> None:
+        if self.num_features is not None and self.num_features < 1:
+            raise ValueError(f"num_features must be >= 1, got {self.num_features}")
+        if self.feature_norm not in ("chi", "sqrt_dim"):
+            raise ValueError(f"unknown feature_norm '{self.feature_norm}'")
+
+
+def orthogonal_features(
+    num_features: int, dim: int, generator: torch.Generator | None = None, norm: FeatureNorm = "chi"
+) -> Tensor:
+    """Random feature matrix with exactly orthogonal rows inside each block of ``dim`` rows.
+
+    Args:
+        num_features: m rows; blocks beyond the first ``dim`` are independent.
+        dim: head width Dh.
+        generator: CPU generator for reproducible (and rank-synchronised) draws.
+        norm: ``"chi"`` gives the rows the norms of Gaussian vectors, ``"sqrt_dim"`` norm sqrt(Dh).
+
+    Returns:
+        ``(m, Dh)`` fp32 on the CPU.
+    """
+    blocks = []
+    for _ in range(math.ceil(num_features / dim)):
+        gauss = torch.randn(dim, dim, generator=generator)
+        ortho, _ = torch.linalg.qr(gauss)  # orthonormal columns
+        blocks.append(ortho.t())
+    rows = torch.cat(blocks)[:num_features]
+    if norm == "chi":
+        norms = torch.randn(num_features, dim, generator=generator).norm(dim=1)
+    else:
+        norms = torch.full((num_features,), math.sqrt(dim))
+    return rows * norms[:, None]
+
+
+class _FeatureLogSumExp(torch.autograd.Function):
+    """l_j = logsumexp_n(keys_n . queries_j) over chunks of keys, recomputing the chunks in backward,
+    so no N x m matrix is kept between forward and backward."""
+
+    @staticmethod
+    def forward(ctx: Any, keys: Tensor, queries: Tensor, chunk: int) -> Tensor:
+        # keys (B, H, N, C), queries (m, C) -> (B, H, m)
+        parts = [
+            (keys[:, :, s : s + chunk] @ queries.t()).logsumexp(-2) for s in range(0, keys.shape[2], chunk)
+        ]
+        lse = parts[0] if len(parts) == 1 else torch.stack(parts).logsumexp(0)
+        ctx.save_for_backward(keys, queries, lse)
+        ctx.chunk = chunk
+        return lse
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        keys, queries, lse = ctx.saved_tensors
+        grad_keys = torch.empty_like(keys)
+        for s in range(0, keys.shape[2], ctx.chunk):
+            a = keys[:, :, s : s + ctx.chunk] @ queries.t()  # (B, H, c, m)
+            # d l_j / d a_nj = softmax over n; in place to keep one chunk-sized buffer.
+            p = a.sub_(lse[:, :, None, :]).exp_().mul_(grad[:, :, None, :])
+            grad_keys[:, :, s : s + ctx.chunk] = p @ queries
+        return grad_keys, None, None
+
+
+def performer_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    features: Tensor,
+    key_padding_mask: Tensor | None = None,
+    dropout: float = 0.0,
+    lse_chunk: int = 4096,
+) -> Tensor:
+    """FAVOR+ with positive features, fused two-stage form (no stabiliser epsilon).
+
+    Args:
+        q, k, v: ``(B, H, N, Dh)``.
+        features: ``(m, Dh)`` random features shared by all heads.
+        key_padding_mask: ``(B, N)`` True = padding; padded keys leave numerator and normaliser.
+        dropout: dropout on the query-to-feature probabilities.
+        lse_chunk: keys per chunk of the log-sum-exp.
+
+    Returns:
+        ``(B, H, N, Dh)`` in q's dtype.
+    """
+    B, H, N, Dh = q.shape
+    # x^ = x Dh^-1/4 on both sides: fold the query/key scale into the features (w~ = w Dh^-1/4, so
+    # w . k^ = w~ . k) and the squared norm (|k^|^2 = |k|^2 / sqrt(Dh)); q and k are never rescaled.
+    ctype = torch.promote_types(q.dtype, torch.float32)
+    w = features.to(ctype) * Dh**-0.25  # (m, Dh)
+    key_bias = -0.5 * Dh**-0.5 * k.to(ctype).pow(2).sum(-1)  # (B, H, N), >= fp32
+    mask = None if key_padding_mask is None else ~key_padding_mask.bool()[:, None, None, :]
+
+    # 1. M = softmax_n(w~_j . k_n + bias_n) V. A zero channel pads V to the q/k width (33 for Dh = 32):
+    # the fused kernels want one head width.
+    w_q = w.to(q.dtype).expand(B, H, -1, -1)
+    q1 = torch.cat([w_q, w_q.new_ones(B, H, w.shape[0], 1)], dim=-1)  # (B, H, m, Dh + 1)
+    k1 = torch.cat([k, key_bias.to(k.dtype)[..., None]], dim=-1)  # (B, H, N, Dh + 1)
+    m1 = F.scaled_dot_product_attention(q1, k1, F.pad(v, (0, 1)), attn_mask=mask, scale=1.0)
+
+    # l_j = logsumexp_n of the same scores, in fp32 (at least); padded keys get a -inf bias so they
+    # leave the normaliser as well.
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        k_lse = k1.to(ctype)
+        if mask is not None:
+            k_lse = torch.cat(
+                [k_lse[..., :Dh], k_lse[..., Dh:].masked_fill(~mask[:, :, 0, :, None], -math.inf)], -1
+            )
+        q_lse = torch.cat([w, w.new_ones(w.shape[0], 1)], dim=-1)  # (m, Dh + 1)
+        lse = _FeatureLogSumExp.apply(k_lse, q_lse, lse_chunk)  # (B, H, m)
+        lse = lse - lse.amax(-1, keepdim=True).detach()  # shift-invariant; keeps bf16 precision
+
+    # 2. out = softmax_j(w~_j . q_i + l_j) M. The last channel of m1 is the zero pad, as it should be.
+    q2 = torch.cat([q, q.new_ones(B, H, N, 1)], dim=-1)  # (B, H, N, Dh + 1)
+    k2 = torch.cat([w_q, lse.to(q.dtype)[..., None]], dim=-1)  # (B, H, m, Dh + 1)
+    out = F.scaled_dot_product_attention(q2, k2, m1, scale=1.0, dropout_p=dropout)
+    return out[..., :Dh]
+
+
+def favor_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    features: Tensor,
+    key_padding_mask: Tensor | None = None,
+    eps: float = 0.0,
+) -> Tensor:
+    """Unfused FAVOR+ (materialises the N x m features): the test reference for the fused form.
+
+    With ``eps=1e-4`` and no mask it reproduces ``performer-pytorch``'s softmax kernel (stabilisers:
+    per-query max, per-(batch, head) key max, both detached). Padded keys are removed here.
+
+    Args:
+        q, k, v: ``(B, H, N, Dh)``.
+        features: ``(m, Dh)``.
+        key_padding_mask: ``(B, N)`` True = padding.
+        eps: constant added to every feature after the stabiliser.
+
+    Returns:
+        ``(B, H, N, Dh)``.
+    """
+    Dh, m = q.shape[-1], features.shape[0]
+    scale = Dh**-0.25
+    q_s, k_s = q * scale, k * scale
+    u_q, u_k = q_s @ features.t(), k_s @ features.t()  # (B, H, N, m)
+    sq_q, sq_k = 0.5 * q_s.pow(2).sum(-1, keepdim=True), 0.5 * k_s.pow(2).sum(-1, keepdim=True)
+    phi_q = ((u_q - sq_q - u_q.amax(-1, keepdim=True).detach()).exp() + eps) * m**-0.5
+    phi_k = ((u_k - sq_k - u_k.amax((-1, -2), keepdim=True).detach()).exp() + eps) * m**-0.5
+    if key_padding_mask is not None:
+        phi_k = phi_k.masked_fill(key_padding_mask.bool()[:, None, :, None], 0.0)
+    context = phi_k.transpose(-1, -2) @ v  # (B, H, m, Dh)
+    normaliser = phi_q @ phi_k.sum(-2)[..., None]  # (B, H, N, 1)
+    return (phi_q @ context) / normaliser
+
+
+@register_backend("performer")
+class PerformerAttention(AttentionBackend):
+    """FAVOR+ attention with positive orthogonal random features; any N, O(N m) time, O(N) memory.
+
+    The features live in the persistent buffer ``features`` ``(m, Dh)`` (checkpointed) and change only
+    through :meth:`redraw_features`, which a training callback calls on a schedule.
+    """
+
+    config_cls = PerformerConfig
+    supports_key_padding_mask = True
+    random_features = True
+    config: PerformerConfig
+    features: Tensor
+
+    def __init__(self, dim: int, num_heads: int, **kwargs: Any) -> None:
+        super().__init__(dim, num_heads, **kwargs)
+        m = self.config.num_features or int(self.head_dim * math.log(self.head_dim))
+        self.num_features = m
+        self.register_buffer(
+            "features", orthogonal_features(m, self.head_dim, None, self.config.feature_norm)
+        )
+
+    @torch.no_grad()
+    def redraw_features(self, generator: torch.Generator | None = None) -> None:
+        """Draw new features in place (same device and dtype); pass a seeded CPU generator so every
+        rank draws the same ones."""
+        new = orthogonal_features(self.num_features, self.head_dim, generator, self.config.feature_norm)
+        self.features.copy_(new)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        return performer_attention(
+            q, k, v, self.features, key_padding_mask, dropout_p(self), self.config.lse_chunk
+        )

@@ -1,0 +1,1 @@
+"""Measured scaling tables: ``miram bench attention`` (and the step/loader benches)."""

@@ -1,0 +1,248 @@
+"""``miram bench attention``: forward+backward time and peak memory of every attention backend and of
+the three reference packages, in the same run, over token counts.
+
+Settings are the MIRAM decoder's (attention.md §1) for both sides: Nyström 64 landmarks, 6 pinv
+iterations and the 33-tap conv residual; Linformer k = 128 with one shared K = V head; Performer
+int(Dh ln Dh) = 110 features for Dh = 32. q/k/v projections have no bias on either side (the
+packages' default). Each point runs in a fresh process (see :mod:`miram.bench.runner`); points of
+one token count run back to back, ours next to its reference, so load changes on a shared machine
+affect both alike.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json as jsonlib
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# Reference package of each approximation: (backend, import name, PyPI name).
+REFERENCES = {
+    "nystrom": ("nystrom_attention", "nystrom-attention==0.0.14"),
+    "linformer": ("linformer", "linformer==0.2.3"),
+    "performer": ("performer_pytorch", "performer-pytorch==1.1.4"),
+}
+MIRAM_OPTIONS: dict[str, dict[str, Any]] = {
+    "nystrom": {"num_landmarks": 64, "pinv_iterations": 6, "conv_kernel": 33},
+    "linformer": {"proj_len": 128, "share_kv": True, "one_kv_head": True},
+    "performer": {"num_features": None},
+}
+
+
+def _num_features(head_dim: int) -> int:
+    return int(head_dim * math.log(head_dim))
+
+
+def build_module(backend: str, impl: str, tokens: int, dim: int, heads: int, head_dim: int) -> nn.Module:
+    """One attention layer ``(B, N, dim) -> (B, N, dim)``, ours or the reference package's."""
+    if impl == "miram":
+        from miram.attention import AttentionSpec, build_attention
+
+        spec = AttentionSpec(backend, dict(MIRAM_OPTIONS.get(backend, {})))
+        return build_attention(spec, dim, heads, head_dim=head_dim, qkv_bias=False, seq_len=tokens)
+    if backend == "nystrom":
+        from nystrom_attention import NystromAttention
+
+        return NystromAttention(
+            dim=dim, dim_head=head_dim, heads=heads, num_landmarks=64, pinv_iterations=6, residual=True,
+            residual_conv_kernel=33,
+        )  # fmt: skip
+    if backend == "linformer":
+        from linformer import LinformerSelfAttention
+
+        return LinformerSelfAttention(
+            dim=dim, seq_len=tokens, k=128, heads=heads, dim_head=head_dim, one_kv_head=True, share_kv=True
+        )
+    if backend == "performer":
+        from performer_pytorch import SelfAttention
+
+        return SelfAttention(dim=dim, heads=heads, dim_head=head_dim, nb_features=_num_features(head_dim))
+    raise ValueError(f"no reference package for backend '{backend}'")
+
+
+def setup_point(
+    backend: str,
+    impl: str,
+    tokens: int,
+    dim: int,
+    heads: int,
+    head_dim: int,
+    batch: int,
+    dtype: str,
+    device: str,
+) -> Callable[[], None]:
+    """Build one layer and its input; return the forward+backward step (run by the bench runner).
+
+    ``dtype`` "fp32" runs in fp32; "bf16" / "fp16" run under autocast with fp32 weights (the only
+    way every reference package runs in low precision).
+    """
+    torch.manual_seed(0)
+    module = build_module(backend, impl, tokens, dim, heads, head_dim).to(device)
+    x = torch.randn(batch, tokens, dim, device=device, requires_grad=True)
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+
+    def step() -> None:
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        with torch.autocast(
+            device_type=torch.device(device).type, dtype=low or torch.float32, enabled=low is not None
+        ):
+            out = module(x)
+        out.float().sum().backward()
+
+    return step
+
+
+def _markdown(records: list[dict[str, Any]], tokens: list[int]) -> str:
+    """The results as one Markdown table: ours next to the reference, with ratios."""
+    by_key = {(r["backend"], r["impl"], r["tokens"]): r for r in records}
+    backends = list(dict.fromkeys(r["backend"] for r in records))
+
+    def cell(r: dict[str, Any] | None, field: str, fmt: str) -> str:
+        if r is None:
+            return "–"
+        if r.get(field) is None:
+            return str(r.get("error", "–"))
+        return format(r[field], fmt)
+
+    lines = [
+        "| backend | N | miram s | reference s | time ratio "
+        "| miram peak MB | reference peak MB | memory ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for backend in backends:
+        for n in tokens:
+            ours, ref = by_key.get((backend, "miram", n)), by_key.get((backend, "reference", n))
+            ratio = mem_ratio = "–"
+            if ours and ref and ours.get("seconds") and ref.get("seconds"):
+                ratio = f"{ours['seconds'] / ref['seconds']:.2f}"
+                mem_ratio = f"{ours['peak_mb'] / max(ref['peak_mb'], 1e-9):.2f}"
+            lines.append(
+                f"| {backend} | {n} | {cell(ours, 'seconds', '.4f')} "
+                f"| {cell(ref, 'seconds', '.4f')} | {ratio} "
+                f"| {cell(ours, 'peak_mb', '.1f')} | {cell(ref, 'peak_mb', '.1f')} | {mem_ratio} |"
+            )
+    growth = []
+    for backend in backends:
+        for impl in ("miram", "reference"):
+            times = [by_key.get((backend, impl, n), {}).get("seconds") for n in tokens]
+            pairs = [
+                (a, b, t0, t1) for a, b, t0, t1 in zip(tokens, tokens[1:], times, times[1:]) if t0 and t1
+            ]
+            steps = ", ".join(f"{a}→{b}: {t1 / t0:.2f}×" for a, b, t0, t1 in pairs)
+            if steps:
+                growth.append(f"- {backend} ({impl}) time growth {steps}")
+    return "\n".join(lines + [""] + growth)
+
+
+def _plot(records: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for backend in dict.fromkeys(r["backend"] for r in records):
+        for impl, style in (("miram", "-o"), ("reference", "--s")):
+            pts = [
+                (r["tokens"], r["seconds"]) for r in records if r["backend"] == backend and r["impl"] == impl
+            ]
+            pts = [(n, s) for n, s in pts if s]
+            if pts:
+                ax.plot(*zip(*pts), style, label=f"{backend} ({impl})")
+    ax.set(xscale="log", yscale="log", xlabel="tokens N", ylabel="forward+backward s", title="attention")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def bench_attention(
+    tokens: list[int] = [1024, 4096, 16384],  # noqa: B006 (never mutated; shown by --help)
+    dim: int = 512,
+    heads: int = 16,
+    head_dim: int = 32,
+    batch: int = 1,
+    backends: list[str] | None = None,
+    include_reference: bool = True,
+    dtype: str = "fp32",
+    device: str = "auto",
+    repeats: int = 3,
+    budget_s: float = 60.0,
+    json: str | None = None,
+    plot: str | None = None,
+) -> list[dict[str, Any]]:
+    """Time forward+backward and peak memory of attention backends and their reference packages.
+
+    Args:
+        tokens: token counts N.
+        dim: model width.
+        heads: number of heads.
+        head_dim: width per head.
+        batch: batch size.
+        backends: miram backends (default sdpa, nystrom, linformer, performer; "softmax" materialises
+            N x N and is left out by default).
+        include_reference: also run the reference package of each approximation.
+        dtype: "fp32", or "bf16" / "fp16" under autocast.
+        device: "cpu", "cuda" or "auto".
+        repeats: timed calls per point after one warm-up; the median is reported.
+        budget_s: per point, time fewer calls when the warm-up shows the repeats would exceed this.
+        json: write the records (backend, impl, tokens, seconds, peak_mb, ...) to this path.
+        plot: write a log-log plot of time against N to this PNG path.
+
+    Returns:
+        the records.
+    """
+    from miram.bench.runner import run_isolated
+
+    tokens = list(tokens)
+    backends = backends or ["sdpa", "nystrom", "linformer", "performer"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device_name = (
+        torch.cuda.get_device_name(device)
+        if device.startswith("cuda")
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    common = {
+        "dim": dim,
+        "heads": heads,
+        "head_dim": head_dim,
+        "batch": batch,
+        "dtype": dtype,
+        "device": device,
+    }
+    records: list[dict[str, Any]] = []
+    for n in tokens:
+        for backend in backends:
+            impls = ["miram"]
+            if include_reference and backend in REFERENCES:
+                impls.append("reference")
+            for impl in impls:
+                record: dict[str, Any] = {"backend": backend, "impl": impl, "tokens": n, **common}
+                record["device_name"] = device_name
+                if impl == "reference" and importlib.util.find_spec(REFERENCES[backend][0]) is None:
+                    record.update(seconds=None, peak_mb=None, error=f"{REFERENCES[backend][1]} not installed")
+                else:
+                    kwargs = {"backend": backend, "impl": impl, "tokens": n, **common}
+                    result = run_isolated("miram.bench.attention:setup_point", kwargs, 1, repeats, budget_s)
+                    record.update({"seconds": None, "peak_mb": None, **result})
+                records.append(record)
+                status = record.get("error") or f"{record['seconds']:.4f} s, {record['peak_mb']:.1f} MB"
+                print(f"  {backend:>10} {impl:>9} N={n:>6}: {status}", flush=True)
+    print(
+        f"\nattention forward+backward, {device_name}, {dtype}, batch {batch}, dim {dim}, "
+        f"{heads}x{head_dim} heads\n"
+    )
+    print(_markdown(records, tokens))
+    if json:
+        Path(json).write_text(jsonlib.dumps(records, indent=2))
+    if plot:
+        _plot(records, plot)
+    return records

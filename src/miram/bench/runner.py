@@ -1,0 +1,165 @@
+"""Timing and peak-memory helpers shared by the ``miram bench`` commands.
+
+Each measured point runs in a fresh Python process (:func:`run_isolated`), so one configuration's
+allocations (the CPU allocator keeps freed memory, the peak RSS never goes down) cannot pollute the
+next one. Inside that process :func:`measure` times a step (warm-up, repeats, median) and reports
+peak memory: on CUDA the allocator's peak, on CPU the peak resident set size (``ru_maxrss``) minus the
+resident size after set-up, so interpreter, libraries, parameters and inputs are excluded.
+
+The child protocol: ``python -m miram.bench.runner '{"target": "pkg.module:setup", "kwargs": {...}}'``
+where ``setup(**kwargs)`` builds everything and returns the step to time; the child prints one line
+``MIRAM_BENCH_RESULT {json}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+RESULT_PREFIX = "MIRAM_BENCH_RESULT "
+
+
+def _current_rss_bytes() -> int:
+    """Resident set size now (Linux ``/proc``; elsewhere the peak so far, a safe over-estimate)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return _peak_rss_bytes()
+
+
+def _peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS, KiB on Linux
+
+
+def time_step(
+    step: Callable[[], None],
+    warmup: int = 1,
+    repeats: int = 3,
+    budget_s: float | None = None,
+    sync: Callable[[], None] | None = None,
+) -> list[float]:
+    """Wall-clock seconds of ``step`` after ``warmup`` untimed calls.
+
+    Args:
+        step: the work to time.
+        warmup: untimed calls first (allocator, kernel selection, caches).
+        repeats: timed calls.
+        budget_s: when the warm-up shows that ``repeats`` calls would take longer, time fewer (at least
+            one), so slow exact baselines stay affordable.
+        sync: called before reading the clock (``torch.cuda.synchronize`` on GPU).
+
+    Returns:
+        the timed seconds, one per call.
+    """
+    sync = sync or (lambda: None)
+    first = 0.0
+    for i in range(warmup):
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        if i == 0:
+            first = time.perf_counter() - start
+    if budget_s is not None and first > 0:
+        repeats = max(1, min(repeats, int(budget_s / first)))
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure(
+    setup: Callable[..., Callable[[], None]],
+    kwargs: dict[str, Any],
+    warmup: int = 1,
+    repeats: int = 3,
+    budget_s: float | None = None,
+) -> dict[str, Any]:
+    """Build a step with ``setup(**kwargs)``, then time it and measure its peak memory.
+
+    Meant to run in a fresh process (:func:`run_isolated`); on CPU the peak is only meaningful there.
+    Pass ``device`` in ``kwargs`` to select CUDA accounting.
+
+    Returns:
+        ``{"seconds": median, "times": [...], "peak_mb": float, "memory": "cuda_allocator" | "cpu_rss"}``.
+    """
+    step = setup(**kwargs)
+    cuda = str(kwargs.get("device", "cpu")).startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        times = time_step(step, warmup, repeats, budget_s, torch.cuda.synchronize)
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        base = _current_rss_bytes()
+        times = time_step(step, warmup, repeats, budget_s)
+        peak = _peak_rss_bytes() - base
+    return {
+        "seconds": statistics.median(times),
+        "times": times,
+        "peak_mb": max(peak, 0) / 2**20,
+        "memory": "cuda_allocator" if cuda else "cpu_rss",
+    }
+
+
+def run_isolated(
+    target: str,
+    kwargs: dict[str, Any],
+    warmup: int = 1,
+    repeats: int = 3,
+    budget_s: float | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Run :func:`measure` for ``target`` (``"module:setup"``) in a fresh Python process.
+
+    Returns:
+        the child's result, or ``{"error": message}`` when it failed (e.g. out of memory).
+    """
+    payload = json.dumps(
+        {"target": target, "kwargs": kwargs, "warmup": warmup, "repeats": repeats, "budget_s": budget_s}
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "miram.bench.runner", payload],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_s} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
+            return result
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+    return {"error": tail[0][:300]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Child entry point: measure one point and print it as JSON."""
+    spec = json.loads((argv if argv is not None else sys.argv[1:])[0])
+    module, func = spec["target"].split(":")
+    setup = getattr(importlib.import_module(module), func)
+    result = measure(setup, spec["kwargs"], spec["warmup"], spec["repeats"], spec["budget_s"])
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
