@@ -26,10 +26,9 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "pretrain": "miram.train.cli:pretrain!",
     "probe": "miram.eval.cli:probe!",
     "finetune": "miram.eval.cli:finetune!",
-    "compare": "miram.eval.compare:compare",
+    "compare": "miram.eval.compare:compare_command!",
     "bench": {
         "attention": "miram.bench.attention:bench_attention",
-        "step": "miram.bench.step:bench_step",
         "loader": "miram.bench.loader:bench_loader",
     },
     "reconstruct": "miram.train.reconstruct:reconstruct_command",
@@ -45,7 +44,7 @@ commands:
   pretrain --config FILE [overrides]    pre-train MIRAM, MAE or MoCo-v3 (LightningCLI)
   probe | finetune --config FILE        evaluate an encoder (linear probe / fine-tuning)
   compare RUN_DIR...                    paper-style table and figure from runs' summary.json
-  bench attention|step|loader           measured scaling tables
+  bench attention|loader                measured scaling tables
   reconstruct | predict | export        use a trained model
 
 `miram COMMAND --help` describes each command.

@@ -76,7 +76,7 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         else:
             box = center_box(h, w, aspect)
         x = crop_resize(image, box, self.size)
-        return (x - self.mean) / self.std, self.target(index)
+        return x.sub_(self.mean).div_(self.std), self.target(index)
 
 
 def _worker_init(worker_id: int) -> None:

@@ -53,7 +53,7 @@ CALC_GEOMETRY: dict[str, tuple[float, float, float]] = {
     "LUCENT_CENTER": (0.8, 2.0, 0.40),
     "AMORPHOUS": (0.08, 0.2, 0.12),
     "PLEOMORPHIC": (0.1, 0.45, 0.40),
-    "FINE_LINEAR_BRANCHING": (0.1, 0.3, 0.40),  # width; length is 3-12x the width
+    "FINE_LINEAR_BRANCHING": (0.08, 0.2, 0.40),  # width; length is 3-12x the width
 }
 
 # BI-RADS density 1-4 -> mean glandular fraction of the background.

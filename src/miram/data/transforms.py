@@ -53,13 +53,22 @@ def center_box(height: int, width: int, out_aspect: float) -> tuple[int, int, in
 
 
 def crop_resize(image: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> Tensor:
-    """Crop ``box`` from a uint16 ``(H, W)`` image and resample to ``size`` with antialiasing -> ``(1, h, w)``.
+    """Crop ``box`` from a uint16 ``(H, W)`` image and resample to ``size`` -> float ``(1, h, w)`` in [0, 1].
 
-    Downsampling averages over source pixels (antialias), so a crop resampled to the finest training scale
-    keeps the real detail of the native image rather than interpolating it.
+    Large reductions first average f x f pixel blocks (f = the integer part of the reduction, a box filter
+    like the masked autoencoder's own area downsampling), then an antialiased bilinear step covers the
+    remaining factor (< 2). Every model therefore sees its input through nearly the same filter, and
+    averaging blocks in numpy is several times cheaper than a general area resampling of the native crop.
     """
     top, left, h, w = box
-    region = to_tensor(np.ascontiguousarray(image[top : top + h, left : left + w]))
-    if (h, w) == tuple(size):
-        return region
-    return F.interpolate(region[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    region = np.asarray(image[top : top + h, left : left + w])
+    f = min(h // size[0], w // size[1])
+    if f >= 2:
+        hh, ww = (h // f) * f, (w // f) * f  # the < f leftover rows/columns are dropped
+        blocks = region[:hh, :ww].reshape(hh // f, f, ww // f, f)
+        region = blocks.mean(axis=(1, 3), dtype=np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float32) / 65535.0)[None]
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]  # antialiasing only matters when shrinking
+    return F.interpolate(x[None], size=size, mode="bilinear", antialias=shrink, align_corners=False)[0]

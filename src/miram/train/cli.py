@@ -46,6 +46,8 @@ class RunDirCLI(LightningCLI):
         self.run_dir = run_dir
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
+        if self.config.trainer.get("enable_progress_bar") is not False:
+            self.trainer_defaults["callbacks"] = [*self.trainer_defaults["callbacks"], RichProgressBar(leave=True)]
         trainer = super().instantiate_trainer(**kwargs)
         run = str(self.run_dir)
         if trainer.loggers and isinstance(trainer.loggers[0], TensorBoardLogger) and len(trainer.loggers) == 1:
@@ -66,7 +68,6 @@ def default_callbacks() -> list[Any]:
     """Callbacks every pre-training run gets."""
     return [
         ModelCheckpoint(filename="best", monitor="val/loss", mode="min", save_last=True, save_top_k=1),
-        RichProgressBar(leave=True),
         LearningRateMonitor(logging_interval="step"),
         ReconstructionFigures(),
         RunSummary(),

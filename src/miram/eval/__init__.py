@@ -1,0 +1,1 @@
+"""Evaluation of encoders: features, probes, fine-tuning, metrics and comparisons."""

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from miram.train.cli import pretrain
+from miram.utils.checkpoint import load_encoder
+from tests.train.conftest import DEMO_CONFIGS
+
+
+def _args(config: str, cache: str, root: Path, *extra: str) -> list[str]:
+    return ["--config", str(DEMO_CONFIGS / config), "--data.cache", cache, "--data.num_workers", "0",
+            "--data.batch_size", "8", "--run.root", str(root), "--trainer.enable_progress_bar", "false", *extra]
+
+
+@pytest.mark.parametrize("config", ["mae_tiny.yaml", "miram_tiny_nystrom.yaml"])
+def test_pretrain_fast_dev_run_from_config(config: str, phantom_cache: str, tmp_path: Path) -> None:
+    run = pretrain(_args(config, phantom_cache, tmp_path, "--trainer.fast_dev_run", "true"))
+    assert run == tmp_path / Path(config).stem
+
+
+def test_pretrain_writes_a_complete_run_directory(phantom_cache: str, tmp_path: Path) -> None:
+    run = pretrain(_args("miram_tiny_nystrom.yaml", phantom_cache, tmp_path, "--trainer.max_epochs", "1",
+                         "--trainer.limit_train_batches", "2", "--run.name", "r1"))
+    for name in ("config.yaml", "metrics.csv", "summary.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+        assert (run / name).exists(), name
+    assert len(list(run.glob("figures/recon_*_final_x1.png"))) == 1
+    assert len(list(run.glob("figures/recon_*_final_x2.png"))) == 1
+    assert list(run.glob("events.out.tfevents*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["method"] == "miram" and summary["global_step"] == 2
+    assert "val/loss_x2" in summary["metrics"]
+    encoder, meta = load_encoder(run)
+    assert meta["method"] == "miram" and tuple(encoder.config.img_size) == (64, 64)
+    assert encoder(torch.randn(1, 1, 64, 64)).shape == (1, 64)
+
+
+def test_pretrain_refuses_to_overwrite_an_existing_run(phantom_cache: str, tmp_path: Path) -> None:
+    args = _args("mae_tiny.yaml", phantom_cache, tmp_path, "--trainer.max_epochs", "1",
+                 "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1")
+    pretrain(args)
+    with pytest.raises(SystemExit, match="already holds"):
+        pretrain(args)
+
+
+def test_pretrain_rejects_mismatched_image_size_before_training(phantom_cache: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="data.image_size is"):
+        pretrain(_args("miram_tiny_nystrom.yaml", phantom_cache, tmp_path, "--data.image_size", "[64, 64]",
+                       "--trainer.fast_dev_run", "true"))
+
+
+def test_pretrain_rejects_unknown_config_keys(phantom_cache: str, tmp_path: Path) -> None:
+    with pytest.raises((SystemExit, ValueError), match="nonsense|unknown"):
+        pretrain(_args("mae_tiny.yaml", phantom_cache, tmp_path, "--model.init_args.optim.nonsense", "1"))
