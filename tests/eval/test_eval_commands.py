@@ -1,0 +1,131 @@
+"""The evaluation commands end to end on a tiny phantom cache: export -> probe / finetune -> compare,
+predict; every run writes summary.json with metrics, intervals and figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from miram.data.phantom import prepare_phantoms
+from miram.models.mocov3 import MoCoV3Config
+from miram.models.vit import ViTConfig
+from miram.train.lit_mocov3 import LitMoCoV3
+
+TINY = ViTConfig(img_size=(64, 32), patch_size=8, embed_dim=32, depth=2, num_heads=2)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("eval")
+    prepare_phantoms(out=str(root / "cache"), num=100, size=64)
+    lit = LitMoCoV3(model=MoCoV3Config(encoder=TINY, proj_hidden_dim=32, pred_hidden_dim=32, out_dim=16))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(8, 1, 64, 32), torch.zeros(8)), 4
+    )
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    trainer.fit(lit, loader)
+    trainer.save_checkpoint(root / "moco.ckpt")
+    return root
+
+
+def common(root: Path, name: str, label: str) -> list[str]:
+    return [
+        "--data.cache",
+        str(root / "cache"),
+        "--data.label",
+        label,
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "16",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--run.root",
+        str(root / "runs"),
+        "--run.name",
+        name,
+        "--model.num_resamples",
+        "20",
+    ]
+
+
+def test_export_round_trip(workdir: Path) -> None:
+    from miram.utils.checkpoint import load_encoder
+    from miram.utils.export import export, load_exported
+
+    path = export(str(workdir / "moco.ckpt"), str(workdir / "encoder"))
+    original, _ = load_encoder(workdir / "moco.ckpt")
+    loaded, info = load_exported(path)
+    assert info["method"] == "mocov3" and tuple(loaded.config.img_size) == (64, 32)
+    x = torch.randn(2, 1, 64, 32)
+    torch.testing.assert_close(loaded(x), original(x))
+
+
+def test_probe_finetune_compare_predict(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from miram.eval.cli import finetune, probe
+    from miram.eval.compare import compare_command
+    from miram.eval.predict import predict
+
+    s = probe(
+        [
+            *common(workdir, "probe", "pathology"),
+            "--model.encoder",
+            str(workdir / "moco.ckpt"),
+            "--trainer.max_epochs",
+            "2",
+            "--eval.per_patient",
+            "true",
+        ]
+    )
+    assert s["kind"] == "probe" and s["method"] == "mocov3" and s["task"] == "binary"
+    assert {"metrics", "knn", "per_patient"} <= set(s) and "lo" in s["metrics"]["auroc"]
+    run = workdir / "runs" / "probe"
+    assert json.loads((run / "summary.json").read_text())["label"] == "pathology"
+    assert (run / "figures" / "roc.png").exists() and (run / "checkpoints" / "best.ckpt").exists()
+
+    export_path = workdir / "encoder.safetensors"
+    if not export_path.exists():
+        from miram.utils.export import export
+
+        export(str(workdir / "moco.ckpt"), str(workdir / "encoder"))
+    f = finetune(
+        [
+            *common(workdir, "finetune", "type_pathology"),
+            "--model.encoder",
+            str(export_path),
+            "--trainer.max_epochs",
+            "1",
+            "--model.mixup_alpha",
+            "0.4",
+            "--model.pool",
+            "cls",
+        ]
+    )
+    assert f["kind"] == "finetune" and f["task"] == "multiclass" and len(f["per_class"]["auroc"]) == 4
+
+    compare_command([str(workdir / "runs"), "--out", str(workdir / "cmp")])
+    table = (workdir / "cmp" / "compare.md").read_text()
+    assert "probe, `pathology`" in table and "finetune, `type_pathology`" in table
+    assert (workdir / "cmp" / "compare.png").exists()
+
+    out = predict(str(run), str(workdir / "cache"), "pathology")
+    rows = list(csv.reader(out.open()))
+    assert rows[0][:3] == ["key", "patient_id", "target"] and len(rows[0]) == 5
+    assert len(rows) - 1 == sum(1 for _ in (workdir / "cache" / "manifest.jsonl").open() if '"test"' in _)
