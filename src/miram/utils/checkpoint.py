@@ -51,11 +51,15 @@ def encoder_state(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str,
 
 
 def load_encoder(path: str | Path) -> tuple[ViTEncoder, dict[str, Any]]:
-    """Rebuild the ViT encoder of a miram pre-training checkpoint or run directory.
+    """Rebuild the ViT encoder of a miram pre-training checkpoint, run directory or ``miram export`` file.
 
     Returns:
         The encoder (eval mode) and the checkpoint's ``miram`` metadata (method, encoder config, prefix).
     """
+    if Path(path).suffix == ".safetensors":
+        from miram.utils.export import load_exported
+
+        return load_exported(path)
     file = resolve_checkpoint(path)
     ckpt = load_checkpoint(file)
     meta = ckpt.get("miram")
