@@ -129,3 +129,12 @@ def test_probe_finetune_compare_predict(workdir: Path, capsys: pytest.CaptureFix
     rows = list(csv.reader(out.open()))
     assert rows[0][:3] == ["key", "patient_id", "target"] and len(rows[0]) == 5
     assert len(rows) - 1 == sum(1 for _ in (workdir / "cache" / "manifest.jsonl").open() if '"test"' in _)
+
+
+def test_load_encoder_reads_exported_files(workdir: Path) -> None:
+    from miram.utils.checkpoint import load_encoder
+    from miram.utils.export import export
+
+    path = export(str(workdir / "moco.ckpt"), str(workdir / "again"))
+    encoder, meta = load_encoder(path)
+    assert meta["method"] == "mocov3" and encoder.config.embed_dim == 32
