@@ -82,9 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if raw:
         func(rest)
         return 0
-    from jsonargparse import CLI
+    import jsonargparse
 
-    CLI(func, args=rest, as_positional=False)
+    jsonargparse.CLI(func, args=rest, as_positional=False)  # type: ignore[attr-defined]
     return 0
 
 

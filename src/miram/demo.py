@@ -18,9 +18,9 @@ from miram.data.datamodule import MammoDataModule
 from miram.data.phantom import prepare_phantoms
 from miram.eval.features import extract_features
 from miram.eval.linear_probe import ProbeConfig, predict_probs, train_linear_probe
-from miram.eval.metrics import evaluate, format_ci
-from miram.train.cli import pretrain
+from miram.eval.metrics import Task, evaluate, format_ci
 from miram.models.vit import ViTEncoder
+from miram.train.cli import pretrain
 from miram.utils.checkpoint import load_encoder
 
 METHODS = {"MAE": "mae_tiny.yaml", "MIRAM (Nystrom x2)": "miram_tiny_nystrom.yaml"}
@@ -34,17 +34,25 @@ def linear_probe_run(
     encoder: ViTEncoder, cache: str, label: str = "pathology", workers: int = 2, seed: int = 0
 ) -> dict[str, dict[str, float]]:
     """Linear-probe a frozen encoder on ``label``: train split -> test split metrics with CIs."""
-    data = MammoDataModule(cache, image_size=tuple(encoder.config.img_size), batch_size=128,
-                           num_workers=workers, label=label, pretrain_only=False)
+    data = MammoDataModule(
+        cache,
+        image_size=encoder.config.img_size,
+        batch_size=128,
+        num_workers=workers,
+        label=label,
+        pretrain_only=False,
+    )
     spec = data.cache.labels[label]
-    task = "binary" if spec.kind == "binary" else ("multilabel" if spec.kind == "multilabel" else "multiclass")
+    task: Task = "multiclass" if spec.kind not in ("binary", "multilabel") else spec.kind
     train_x, train_y = extract_features(encoder, data._loader(data.dataset("train", train=False), False))
     test_x, test_y = extract_features(encoder, data._loader(data.dataset("test", train=False), False))
     head = train_linear_probe(train_x, train_y, task, len(spec.classes), ProbeConfig(epochs=100), seed=seed)
     return evaluate(predict_probs(head, test_x, task), test_y, task, len(spec.classes), seed=seed)
 
 
-def demo(out: str = "miram-demo", num: int = 1500, size: int = 128, epochs: int = 8, workers: int = 2) -> dict[str, Any]:
+def demo(
+    out: str = "miram-demo", num: int = 1500, size: int = 128, epochs: int = 8, workers: int = 2
+) -> dict[str, Any]:
     """Run the end-to-end demo.
 
     Args:
@@ -73,19 +81,35 @@ def demo(out: str = "miram-demo", num: int = 1500, size: int = 128, epochs: int 
     for i, (method, config) in enumerate(METHODS.items()):
         console.rule(f"[bold]2/3 pre-training {method} ({i + 1}/{len(METHODS)})")
         name = config.removesuffix(".yaml")
-        run_dir = pretrain([
-            "--config", _config(config), "--data.cache", cache, "--data.num_workers", str(workers),
-            "--trainer.max_epochs", str(epochs), "--run.root", str(root / "runs"), "--run.name", name,
-            "--run.overwrite", "true",
-        ])
+        run_dir = pretrain(
+            [
+                "--config",
+                _config(config),
+                "--data.cache",
+                cache,
+                "--data.num_workers",
+                str(workers),
+                "--trainer.max_epochs",
+                str(epochs),
+                "--run.root",
+                str(root / "runs"),
+                "--run.name",
+                name,
+                "--run.overwrite",
+                "true",
+            ]
+        )
         results[method] = {"run_dir": str(run_dir)}
     console.rule("[bold]3/3 linear probe: benign vs malignant (test split)")
-    for method, entry in results.items():
+    for entry in results.values():
         entry["probe"] = linear_probe_run(load_encoder(entry["run_dir"])[0], cache, workers=workers)
     # The same encoder, untrained: what pre-training adds over random features.
     scratch = load_encoder(results[next(iter(METHODS))]["run_dir"])[0]
     scratch.load_state_dict(ViTEncoder(scratch.config).state_dict())
-    results["scratch (random init)"] = {"run_dir": None, "probe": linear_probe_run(scratch, cache, workers=workers)}
+    results["scratch (random init)"] = {
+        "run_dir": None,
+        "probe": linear_probe_run(scratch, cache, workers=workers),
+    }
 
     table = Table(title="Linear probe on phantoms, benign vs malignant (95 % bootstrap CI, 1000 resamples)")
     for col in ("method", "AUC", "AP", "accuracy"):
@@ -95,7 +119,9 @@ def demo(out: str = "miram-demo", num: int = 1500, size: int = 128, epochs: int 
         table.add_row(method, format_ci(p["auroc"]), format_ci(p["ap"]), format_ci(p["accuracy"]))
     console.print(table)
     n_test = len(Cache(cache).indices("test"))
-    console.print(f"test crops: {n_test}; pre-training: {epochs} epochs each on the train split, same encoder")
+    console.print(
+        f"test crops: {n_test}; pre-training: {epochs} epochs each on the train split, same encoder"
+    )
     for method, entry in results.items():
         if entry["run_dir"]:
             console.print(f"{method}: run {entry['run_dir']}  figures {entry['run_dir']}/figures")

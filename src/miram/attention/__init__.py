@@ -5,7 +5,13 @@ from __future__ import annotations
 import importlib
 
 from miram.attention.base import AttentionBackend, AttentionConfig
-from miram.attention.registry import AttentionSpec, build_attention, get_backend, list_backends, register_backend
+from miram.attention.registry import (
+    AttentionSpec,
+    build_attention,
+    get_backend,
+    list_backends,
+    register_backend,
+)
 
 # Imported on first registry use rather than at package import, so importing miram stays cheap.
 _BUILTIN = ("sdpa", "softmax", "nystrom", "linformer", "performer")

@@ -4,11 +4,12 @@ With x^ = x Dh^-1/4 and m positive orthogonal random features w_j, FAVOR+ estima
 by phi(x)_j ~ exp(w_j . x^ - |x^|^2 / 2). Regrouping its sums gives two softmaxes (attention.md §8.3):
 
 1. M = SDPA(W, K^, V) with key bias -|k^_n|^2/2           (m feature queries over all N keys)
-   l_j = logsumexp_n(w_j . k^_n - |k^_n|^2/2)             (chunked; recomputed in backward)
+   l_j = logsumexp_n(w_j . k^_n - |k^_n|^2/2)
 2. out = SDPA(Q^, W, M) with key bias l_j                 (N queries over the m feature keys)
 
 Both biases ride in one extra head channel (1 on the query side), so the N-sized products run in
-fused kernels without an attention mask and nothing of size N x m is kept for backward. The query
+fused kernels without an attention mask and nothing of size N x m is ever formed. l_j, which the
+public SDPA does not return, comes out of step 1 through a sentinel key (see the code). The query
 factor exp(-|q^|^2/2)/sqrt(m) cancels in the normalisation.
 
 Deviations from ``performer-pytorch`` 1.1.4, on purpose:
@@ -42,7 +43,6 @@ class PerformerConfig(AttentionConfig):
 
     num_features: int | None = None  # m; None = int(Dh ln Dh), 110 for Dh = 32 (package default)
     feature_norm: FeatureNorm = "chi"  # row norms: chi-distributed (Gaussian-like) or exactly sqrt(Dh)
-    lse_chunk: int = 4096  # keys per chunk of the feature log-sum-exp (bounds its N x m working set)
 
     def __post_init__(self) -> None:
         if self.num_features is not None and self.num_features < 1:
@@ -78,33 +78,6 @@ def orthogonal_features(
     return rows * norms[:, None]
 
 
-class _FeatureLogSumExp(torch.autograd.Function):
-    """l_j = logsumexp_n(keys_n . queries_j) over chunks of keys, recomputing the chunks in backward,
-    so no N x m matrix is kept between forward and backward."""
-
-    @staticmethod
-    def forward(ctx: Any, keys: Tensor, queries: Tensor, chunk: int) -> Tensor:
-        # keys (B, H, N, C), queries (m, C) -> (B, H, m)
-        parts = [
-            (keys[:, :, s : s + chunk] @ queries.t()).logsumexp(-2) for s in range(0, keys.shape[2], chunk)
-        ]
-        lse = parts[0] if len(parts) == 1 else torch.stack(parts).logsumexp(0)
-        ctx.save_for_backward(keys, queries, lse)
-        ctx.chunk = chunk
-        return lse
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        keys, queries, lse = ctx.saved_tensors
-        grad_keys = torch.empty_like(keys)
-        for s in range(0, keys.shape[2], ctx.chunk):
-            a = keys[:, :, s : s + ctx.chunk] @ queries.t()  # (B, H, c, m)
-            # d l_j / d a_nj = softmax over n; in place to keep one chunk-sized buffer.
-            p = a.sub_(lse[:, :, None, :]).exp_().mul_(grad[:, :, None, :])
-            grad_keys[:, :, s : s + ctx.chunk] = p @ queries
-        return grad_keys, None, None
-
-
 def performer_attention(
     q: Tensor,
     k: Tensor,
@@ -112,7 +85,6 @@ def performer_attention(
     features: Tensor,
     key_padding_mask: Tensor | None = None,
     dropout: float = 0.0,
-    lse_chunk: int = 4096,
 ) -> Tensor:
     """FAVOR+ with positive features, fused two-stage form (no stabiliser epsilon).
 
@@ -121,7 +93,6 @@ def performer_attention(
         features: ``(m, Dh)`` random features shared by all heads.
         key_padding_mask: ``(B, N)`` True = padding; padded keys leave numerator and normaliser.
         dropout: dropout on the query-to-feature probabilities.
-        lse_chunk: keys per chunk of the log-sum-exp.
 
     Returns:
         ``(B, H, N, Dh)`` in q's dtype.
@@ -132,30 +103,47 @@ def performer_attention(
     ctype = torch.promote_types(q.dtype, torch.float32)
     w = features.to(ctype) * Dh**-0.25  # (m, Dh)
     key_bias = -0.5 * Dh**-0.5 * k.to(ctype).pow(2).sum(-1)  # (B, H, N), >= fp32
-    mask = None if key_padding_mask is None else ~key_padding_mask.bool()[:, None, None, :]
+    q1 = torch.cat([w, w.new_ones(w.shape[0], 1)], dim=-1)  # (m, Dh + 1): [w~_j, 1]
+    valid = None if key_padding_mask is None else ~key_padding_mask.bool()
 
-    # 1. M = softmax_n(w~_j . k_n + bias_n) V. A zero channel pads V to the q/k width (33 for Dh = 32):
-    # the fused kernels want one head width.
-    w_q = w.to(q.dtype).expand(B, H, -1, -1)
-    q1 = torch.cat([w_q, w_q.new_ones(B, H, w.shape[0], 1)], dim=-1)  # (B, H, m, Dh + 1)
-    k1 = torch.cat([k, key_bias.to(k.dtype)[..., None]], dim=-1)  # (B, H, N, Dh + 1)
-    m1 = F.scaled_dot_product_attention(q1, k1, F.pad(v, (0, 1)), attn_mask=mask, scale=1.0)
+    # A "sentinel" key N+1 recovers l_j from the softmax itself: scored c_j <= l_j and carrying value
+    # e_{Dh+1}, it receives weight o_j = e^c_j / (e^l_j + e^c_j), so l_j = c_j + log(1 - o_j) - log(o_j)
+    # and the real keys' weights are scaled by (1 - o_j) >= 1/2. c_j = mean_n(scores) + log(N) (Jensen)
+    # is linear in [w~_j, 1], so the sentinel is the mean augmented key plus log N on the bias channel.
+    # l_j does not depend on c_j, so the sentinel is detached; its gradient flows through o_j.
+    with torch.no_grad():
+        if valid is None:
+            mean_k, mean_b, count = k.to(ctype).mean(-2), key_bias.mean(-1), float(N)
+        else:
+            wts = valid[:, None, :].to(ctype)  # (B, 1, N)
+            count_t = wts.sum(-1, keepdim=True).clamp_min(1.0)  # (B, 1, 1)
+            mean_k = (wts[..., None] * k.to(ctype)).sum(-2) / count_t
+            mean_b = (wts * key_bias).sum(-1) / count_t[..., 0]
+        log_n = torch.log(count_t[..., 0]) if valid is not None else math.log(count)
+        sentinel = torch.cat([mean_k, (mean_b + log_n)[..., None]], dim=-1)  # (B, H, Dh + 1)
+        c = sentinel @ q1.t()  # (B, H, m)
 
-    # l_j = logsumexp_n of the same scores, in fp32 (at least); padded keys get a -inf bias so they
-    # leave the normaliser as well.
+    # 1. R = softmax over [keys, sentinel] of [w~_j, 1] . [k_n, bias_n], with values [v_n, 0] and [0, 1].
+    k1 = k.new_empty(B, H, N + 1, Dh + 1)
+    k1[:, :, :N, :Dh] = k
+    k1[:, :, :N, Dh] = key_bias.to(k.dtype)
+    k1[:, :, N] = sentinel.to(k.dtype)
+    v1 = v.new_zeros(B, H, N + 1, Dh + 1)
+    v1[:, :, :N, :Dh] = v
+    v1[:, :, N, Dh] = 1.0
+    mask = None if valid is None else F.pad(valid, (0, 1), value=True)[:, None, None, :]
+    q1_b = q1.to(q.dtype).expand(B, H, -1, -1)
+    r = F.scaled_dot_product_attention(q1_b, k1, v1, attn_mask=mask, scale=1.0)  # (B, H, m, Dh + 1)
+
     with torch.autocast(device_type=q.device.type, enabled=False):
-        k_lse = k1.to(ctype)
-        if mask is not None:
-            k_lse = torch.cat(
-                [k_lse[..., :Dh], k_lse[..., Dh:].masked_fill(~mask[:, :, 0, :, None], -math.inf)], -1
-            )
-        q_lse = torch.cat([w, w.new_ones(w.shape[0], 1)], dim=-1)  # (m, Dh + 1)
-        lse = _FeatureLogSumExp.apply(k_lse, q_lse, lse_chunk)  # (B, H, m)
+        o = r[..., Dh].to(ctype).clamp(torch.finfo(ctype).tiny, 0.5)  # <= 1/2 by Jensen, up to rounding
+        lse = c + torch.log1p(-o) - torch.log(o)  # (B, H, m)
         lse = lse - lse.amax(-1, keepdim=True).detach()  # shift-invariant; keeps bf16 precision
+        m1 = r / (1.0 - o)[..., None].to(r.dtype)  # M_j in the first Dh channels; the last is unused
 
-    # 2. out = softmax_j(w~_j . q_i + l_j) M. The last channel of m1 is the zero pad, as it should be.
+    # 2. out = softmax_j(w~_j . q_i + l_j) M.
     q2 = torch.cat([q, q.new_ones(B, H, N, 1)], dim=-1)  # (B, H, N, Dh + 1)
-    k2 = torch.cat([w_q, lse.to(q.dtype)[..., None]], dim=-1)  # (B, H, m, Dh + 1)
+    k2 = torch.cat([q1_b[..., :Dh], lse.to(q.dtype)[..., None]], dim=-1)  # (B, H, m, Dh + 1)
     out = F.scaled_dot_product_attention(q2, k2, m1, scale=1.0, dropout_p=dropout)
     return out[..., :Dh]
 
@@ -226,6 +214,4 @@ class PerformerAttention(AttentionBackend):
         self.features.copy_(new)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
-        return performer_attention(
-            q, k, v, self.features, key_padding_mask, dropout_p(self), self.config.lse_chunk
-        )
+        return performer_attention(q, k, v, self.features, key_padding_mask, dropout_p(self))

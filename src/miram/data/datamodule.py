@@ -46,7 +46,8 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         scale: tuple[float, float] = (0.2, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
     ) -> None:
-        self.cache, self.indices, self.size, self.train = cache, indices, tuple(size), train
+        self.cache, self.indices, self.train = cache, indices, train
+        self.size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.label, self.scale, self.ratio = label, scale, ratio
         self.mean, self.std = cache.stats["mean"], cache.stats["std"]
         self.spec = cache.labels[label] if label is not None else None
@@ -121,7 +122,8 @@ class MammoDataModule(L.LightningDataModule):
         limit_train: int | None = None,
     ) -> None:
         super().__init__()
-        self.cache_dir, self.image_size, self.batch_size = cache, tuple(image_size), batch_size
+        self.cache_dir, self.batch_size = cache, batch_size
+        self.image_size: tuple[int, int] = (int(image_size[0]), int(image_size[1]))
         self.num_workers, self.label, self.pretrain_only = num_workers, label, pretrain_only
         self.train_splits = train_splits or ["train"]
         self.scale, self.limit_train = scale, limit_train
@@ -136,7 +138,9 @@ class MammoDataModule(L.LightningDataModule):
         if self._cache is None:
             self._cache = Cache(self.cache_dir)
             if self.label is not None and self.label not in self._cache.labels:
-                raise CacheError(f"{self.cache_dir}: no label '{self.label}'; available: {sorted(self._cache.labels)}")
+                raise CacheError(
+                    f"{self.cache_dir}: no label '{self.label}'; available: {sorted(self._cache.labels)}"
+                )
         return self._cache
 
     def dataset(self, split: str | list[str], train: bool) -> CacheDataset:
@@ -146,8 +150,10 @@ class MammoDataModule(L.LightningDataModule):
         if train and self.limit_train is not None:
             indices = indices[: self.limit_train]
         if not indices:
-            raise CacheError(f"{self.cache_dir}: no records in split {split!r}" + (
-                f" with label '{self.label}'" if self.label else ""))
+            raise CacheError(
+                f"{self.cache_dir}: no records in split {split!r}"
+                + (f" with label '{self.label}'" if self.label else "")
+            )
         return CacheDataset(self.cache, indices, self.image_size, train, self.label, self.scale)
 
     def _loader(self, dataset: CacheDataset, shuffle: bool) -> DataLoader[Any]:

@@ -104,11 +104,10 @@ def _calc_positions(rng: np.random.Generator, count: int, extent_mm: float, dist
         ang = rng.uniform(0, np.pi)
         pts = np.stack([t * np.cos(ang), t * np.sin(ang)], 1) + rng.normal(0, extent_mm * 0.03, (count, 2))
     elif distribution == "SEGMENTAL":
-        ang = rng.uniform(0, 2 * np.pi) + rng.normal(0, 0.35, count)
+        angles = rng.uniform(0, 2 * np.pi) + rng.normal(0, 0.35, count)  # a wedge from the apex
         rad = rng.uniform(0, 0.55, count) * extent_mm
-        pts = np.stack([rad * np.cos(ang), rad * np.sin(ang)], 1) - 0.25 * extent_mm * np.array(
-            [np.cos(ang.mean()), np.sin(ang.mean())]
-        )
+        apex = 0.25 * extent_mm * np.array([np.cos(angles.mean()), np.sin(angles.mean())])
+        pts = np.stack([rad * np.cos(angles), rad * np.sin(angles)], 1) - apex
     elif distribution == "REGIONAL":
         pts = rng.uniform(-0.45, 0.45, (count, 2)) * extent_mm
     else:  # CLUSTERED
@@ -116,7 +115,9 @@ def _calc_positions(rng: np.random.Generator, count: int, extent_mm: float, dist
     return np.asarray(pts)
 
 
-def _calcs(rng: np.random.Generator, canvas: np.ndarray, mm: float, extent_mm: float, kind: str, dist: str) -> None:
+def _calcs(
+    rng: np.random.Generator, canvas: np.ndarray, mm: float, extent_mm: float, kind: str, dist: str
+) -> None:
     n = canvas.shape[0]
     lo, hi, contrast = lx.CALC_GEOMETRY[kind]
     count = int(rng.integers(25, 60) if kind == "AMORPHOUS" else rng.integers(6, 25))
@@ -174,8 +175,9 @@ def render_phantom(seed: int, index: int, size: int = 224) -> tuple[np.ndarray, 
         fov = 2 * radius * rng.uniform(1.15, 1.5)  # lesion-crop protocol: square around the lesion
     else:
         desc = _choice(rng, list(lx.CALC_TYPES), [d.weight for d in lx.CALC_TYPES])
-        dist_names, dist_w = zip(*lx.CALC_DISTRIBUTIONS)
-        distribution = _choice(rng, list(dist_names), list(dist_w))
+        distribution = _choice(
+            rng, [d for d, _ in lx.CALC_DISTRIBUTIONS], [w for _, w in lx.CALC_DISTRIBUTIONS]
+        )
         extent = rng.uniform(6.0, 20.0)  # mm: cluster extents of CBIS-DDSM calc ROIs
         fov = extent * rng.uniform(1.1, 1.4)
     n = 2 * size  # supersampled canvas
@@ -244,10 +246,13 @@ def prepare_phantoms(
     split_rng = np.random.default_rng([seed, 2**31])  # a stream no sample index uses
     u = split_rng.uniform(size=num)
     for i in track(range(num), description=f"phantoms -> {out}", transient=True):
-        split = "test" if u[i] < test_fraction else ("val" if u[i] < test_fraction + val_fraction else "train")
+        split = (
+            "test" if u[i] < test_fraction else ("val" if u[i] < test_fraction + val_fraction else "train")
+        )
         key = f"phantom_{seed}_{i:06d}"
         image, info = render_phantom(seed, i, size)
-        record = CacheRecord(key, split, patient_id=key, labels=phantom_labels(info), source=f"phantom:{seed}:{i}",
-                             meta=info)
+        record = CacheRecord(
+            key, split, patient_id=key, labels=phantom_labels(info), source=f"phantom:{seed}:{i}", meta=info
+        )
         writer.add(record, None if writer.has(key) else image)
     return str(writer.finalize(LABELS, {"phantom": {"seed": seed, "size": size, "num": num}}))

@@ -58,7 +58,12 @@ def _loss(logits: Tensor, target: Tensor, task: Task, weights: Tensor | None) ->
 
 
 def train_linear_probe(
-    features: Tensor, target: Tensor, task: Task, num_classes: int, config: ProbeConfig | None = None, seed: int = 0
+    features: Tensor,
+    target: Tensor,
+    task: Task,
+    num_classes: int,
+    config: ProbeConfig | None = None,
+    seed: int = 0,
 ) -> nn.Sequential:
     """Fit a probe head on features ``(N, D)``; binary tasks use two logits."""
     config = config or ProbeConfig()

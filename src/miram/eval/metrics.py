@@ -17,7 +17,9 @@ Task = Literal["binary", "multiclass", "multilabel"]
 METRICS = ("accuracy", "balanced_accuracy", "auroc", "ap")
 
 
-def classification_metrics(probs: Tensor, target: Tensor, task: Task, num_classes: int = 2) -> dict[str, float]:
+def classification_metrics(
+    probs: Tensor, target: Tensor, task: Task, num_classes: int = 2
+) -> dict[str, float]:
     """Accuracy, balanced accuracy (mean per-class recall), macro AUROC and macro AP.
 
     For multilabel tasks accuracy is the exact-match-free per-label accuracy at 0.5 and balanced accuracy

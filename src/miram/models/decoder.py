@@ -51,7 +51,9 @@ class ScaleDecoder(nn.Module):
         in_chans: image channels C; the head predicts p*p*C values per patch.
     """
 
-    def __init__(self, config: ScaleConfig, grid_size: tuple[int, int], patch_size: int, in_chans: int) -> None:
+    def __init__(
+        self, config: ScaleConfig, grid_size: tuple[int, int], patch_size: int, in_chans: int
+    ) -> None:
         super().__init__()
         self.config = config
         f = config.factor

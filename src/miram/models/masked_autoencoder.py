@@ -91,7 +91,9 @@ class MaskedAutoencoder(nn.Module):
         self.encoder = ViTEncoder(config.encoder)
         enc = config.encoder
         n_embed = 1 if config.share_decoder_embed else len(config.scales)
-        self.decoder_embed = nn.ModuleList(nn.Linear(enc.embed_dim, s.embed_dim) for s in config.scales[:n_embed])
+        self.decoder_embed = nn.ModuleList(
+            nn.Linear(enc.embed_dim, s.embed_dim) for s in config.scales[:n_embed]
+        )
         self.mask_token = nn.ParameterList(
             nn.Parameter(torch.zeros(1, 1, s.embed_dim)) for s in config.scales[:n_embed]
         )
@@ -103,7 +105,9 @@ class MaskedAutoencoder(nn.Module):
         for token in self.mask_token:
             nn.init.normal_(token, std=0.02)
 
-    def random_masking(self, batch_size: int, device: torch.device, generator: torch.Generator | None = None) -> Masking:
+    def random_masking(
+        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> Masking:
         """A fresh per-sample mask over the encoder grid."""
         return random_masking(
             batch_size, self.encoder.num_patches, self.config.mask_ratio, device=device, generator=generator
@@ -128,7 +132,9 @@ class MaskedAutoencoder(nn.Module):
             ``pred_x{f}`` and ``target_x{f}`` patches ``(B, L*f*f, p*p*C)`` (targets not normalised).
         """
         if tuple(images.shape[-2:]) != self.config.data_size:
-            raise ValueError(f"expected images of size {self.config.data_size}, got {tuple(images.shape[-2:])}")
+            raise ValueError(
+                f"expected images of size {self.config.data_size}, got {tuple(images.shape[-2:])}"
+            )
         p = self.config.encoder.patch_size
         inputs = area_downsample(images, self.config.max_factor)
         m = masking if masking is not None else self.random_masking(images.shape[0], images.device)

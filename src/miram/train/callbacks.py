@@ -71,7 +71,9 @@ class RunSummary(L.Callback):
             return
         run = Path(trainer.default_root_dir)
         ckpt = trainer.checkpoint_callback
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
+        }
         summary: dict[str, Any] = {
             "kind": "pretrain",
             "method": getattr(pl_module, "method", type(pl_module).__name__),

@@ -26,9 +26,15 @@ class RunDirCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run.root", type=str, default="runs", help="parent of run directories")
-        parser.add_argument("--run.name", type=str, default=None, help="run directory name (default: config stem)")
-        parser.add_argument("--run.overwrite", type=bool, default=False, help="replace an existing run directory")
-        parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume, or 'last'")
+        parser.add_argument(
+            "--run.name", type=str, default=None, help="run directory name (default: config stem)"
+        )
+        parser.add_argument(
+            "--run.overwrite", type=bool, default=False, help="replace an existing run directory"
+        )
+        parser.add_argument(
+            "--ckpt_path", type=str | None, default=None, help="checkpoint to resume, or 'last'"
+        )
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config
@@ -47,13 +53,23 @@ class RunDirCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         if self.config.trainer.get("enable_progress_bar") is not False:
-            self.trainer_defaults["callbacks"] = [*self.trainer_defaults["callbacks"], RichProgressBar(leave=True)]
+            self.trainer_defaults["callbacks"] = [
+                *self.trainer_defaults["callbacks"],
+                RichProgressBar(leave=True),
+            ]
         trainer = super().instantiate_trainer(**kwargs)
         run = str(self.run_dir)
-        if trainer.loggers and isinstance(trainer.loggers[0], TensorBoardLogger) and len(trainer.loggers) == 1:
+        if (
+            trainer.loggers
+            and isinstance(trainer.loggers[0], TensorBoardLogger)
+            and len(trainer.loggers) == 1
+        ):
             # the default logger; replace it by the run directory's CSV + TensorBoard pair
-            trainer.loggers = [CSVLogger(run, name="", version=""), TensorBoardLogger(run, name="", version="")]
-        for cb in trainer.callbacks:
+            trainer.loggers = [
+                CSVLogger(run, name="", version=""),
+                TensorBoardLogger(run, name="", version=""),
+            ]
+        for cb in trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = str(self.run_dir / "checkpoints")
         return trainer

@@ -91,7 +91,9 @@ class LitMaskedAutoencoder(LitPretrainBase):
         optim: OptimConfig | dict[str, Any] | None = None,
     ) -> None:
         super().__init__(optim)
-        self.config = from_dict(MaskedAutoencoderConfig, model) if model is not None else MaskedAutoencoderConfig()
+        self.config = (
+            from_dict(MaskedAutoencoderConfig, model) if model is not None else MaskedAutoencoderConfig()
+        )
         # Plain dicts, so a checkpoint rebuilds the model without unpickling project classes.
         self.save_hyperparameters({"model": to_dict(self.config), "optim": to_dict(self.optim)})
         self.model = MaskedAutoencoder(self.config)

@@ -36,7 +36,9 @@ def absolute_lr(config: OptimConfig, effective_batch: int) -> float:
     return config.lr if config.lr is not None else config.base_lr * effective_batch / 256
 
 
-def param_groups(module: nn.Module, weight_decay: float, skip: set[str] | None = None) -> list[dict[str, object]]:
+def param_groups(
+    module: nn.Module, weight_decay: float, skip: set[str] | None = None
+) -> list[dict[str, object]]:
     """Two groups: decayed weights, and undecayed biases / 1-D parameters / names in ``skip``."""
     skip = skip or set()
     decay, no_decay = [], []

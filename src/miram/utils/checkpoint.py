@@ -21,7 +21,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
             candidate = path / "checkpoints" / name
             if candidate.exists():
                 return candidate
-        raise FileNotFoundError(f"{path}: no checkpoints/best.ckpt or checkpoints/last.ckpt in this run directory")
+        raise FileNotFoundError(
+            f"{path}: no checkpoints/best.ckpt or checkpoints/last.ckpt in this run directory"
+        )
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     return path
@@ -34,7 +36,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt: dict[str, Any] = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError subclasses and RuntimeError here
         raise ValueError(
-            f"{file}: refusing to load: the file is not a weights-only checkpoint ({err.__class__.__name__}); "
+            f"{file}: refusing to load: not a weights-only checkpoint ({err.__class__.__name__}); "
             "only load pickles you trust, with torch.load(weights_only=False), and export them to safetensors"
         ) from err
     return ckpt

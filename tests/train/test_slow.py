@@ -1,0 +1,122 @@
+"""Slow tier: two-process DDP on CPU, kill-and-resume, and the demo (run with --runslow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.train.conftest import DEMO_CONFIGS, REPO
+
+pytestmark = pytest.mark.slow
+MIRAM = [sys.executable, "-m", "miram.cli"]
+
+
+def _pretrain_cmd(cache: str, root: Path, name: str, *extra: str) -> list[str]:
+    return [
+        *MIRAM,
+        "pretrain",
+        "--config",
+        str(DEMO_CONFIGS / "miram_tiny_nystrom.yaml"),
+        "--data.cache",
+        cache,
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "8",
+        "--run.root",
+        str(root),
+        "--run.name",
+        name,
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
+
+
+def test_ddp_two_cpu_processes(phantom_cache: str, tmp_path: Path) -> None:
+    cmd = _pretrain_cmd(
+        phantom_cache,
+        tmp_path,
+        "ddp",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.max_epochs",
+        "1",
+    )
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["devices"] == 2
+    # 34 training phantoms, 8 per device and step, 2 devices: 2 optimiser steps in the epoch
+    assert summary["global_step"] == 2
+
+
+def test_kill_and_resume(phantom_cache: str, tmp_path: Path) -> None:
+    run = tmp_path / "resume"
+    last = run / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        _pretrain_cmd(phantom_cache, tmp_path, "resume", "--trainer.max_epochs", "50"),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)  # no clean shutdown: like a pre-empted job
+    proc.wait()
+    assert last.exists(), "no checkpoint was written before the kill"
+    killed_at = torch.load(last, map_location="cpu", weights_only=True)
+    epochs_done = killed_at["epoch"] + 1
+    out = subprocess.run(
+        _pretrain_cmd(
+            phantom_cache,
+            tmp_path,
+            "resume",
+            "--trainer.max_epochs",
+            str(epochs_done + 1),
+            "--ckpt_path",
+            "last",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
+    assert resumed["epoch"] == epochs_done
+    assert resumed["global_step"] > killed_at["global_step"]
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    start = time.time()
+    out = subprocess.run(
+        [*MIRAM, "demo", "--out", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Linear probe on phantoms" in out.stdout
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    for method in ("MAE", "MIRAM (Nystrom x2)", "scratch (random init)"):
+        probe = results[method]["probe"]
+        for metric in ("auroc", "ap", "accuracy"):
+            assert probe[metric]["lo"] <= probe[metric]["value"] <= probe[metric]["hi"]
+    figures = list((tmp_path / "demo" / "runs" / "miram_tiny_nystrom" / "figures").glob("*_x2.png"))
+    assert figures
+    print(f"demo took {time.time() - start:.0f} s")
