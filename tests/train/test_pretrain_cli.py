@@ -12,8 +12,21 @@ from tests.train.conftest import DEMO_CONFIGS
 
 
 def _args(config: str, cache: str, root: Path, *extra: str) -> list[str]:
-    return ["--config", str(DEMO_CONFIGS / config), "--data.cache", cache, "--data.num_workers", "0",
-            "--data.batch_size", "8", "--run.root", str(root), "--trainer.enable_progress_bar", "false", *extra]
+    return [
+        "--config",
+        str(DEMO_CONFIGS / config),
+        "--data.cache",
+        cache,
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "8",
+        "--run.root",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("config", ["mae_tiny.yaml", "miram_tiny_nystrom.yaml"])
@@ -23,9 +36,26 @@ def test_pretrain_fast_dev_run_from_config(config: str, phantom_cache: str, tmp_
 
 
 def test_pretrain_writes_a_complete_run_directory(phantom_cache: str, tmp_path: Path) -> None:
-    run = pretrain(_args("miram_tiny_nystrom.yaml", phantom_cache, tmp_path, "--trainer.max_epochs", "1",
-                         "--trainer.limit_train_batches", "2", "--run.name", "r1"))
-    for name in ("config.yaml", "metrics.csv", "summary.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+    run = pretrain(
+        _args(
+            "miram_tiny_nystrom.yaml",
+            phantom_cache,
+            tmp_path,
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--run.name",
+            "r1",
+        )
+    )
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+    ):
         assert (run / name).exists(), name
     assert len(list(run.glob("figures/recon_*_final_x1.png"))) == 1
     assert len(list(run.glob("figures/recon_*_final_x2.png"))) == 1
@@ -39,8 +69,17 @@ def test_pretrain_writes_a_complete_run_directory(phantom_cache: str, tmp_path: 
 
 
 def test_pretrain_refuses_to_overwrite_an_existing_run(phantom_cache: str, tmp_path: Path) -> None:
-    args = _args("mae_tiny.yaml", phantom_cache, tmp_path, "--trainer.max_epochs", "1",
-                 "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1")
+    args = _args(
+        "mae_tiny.yaml",
+        phantom_cache,
+        tmp_path,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+    )
     pretrain(args)
     with pytest.raises(SystemExit, match="already holds"):
         pretrain(args)
@@ -48,10 +87,40 @@ def test_pretrain_refuses_to_overwrite_an_existing_run(phantom_cache: str, tmp_p
 
 def test_pretrain_rejects_mismatched_image_size_before_training(phantom_cache: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="data.image_size is"):
-        pretrain(_args("miram_tiny_nystrom.yaml", phantom_cache, tmp_path, "--data.image_size", "[64, 64]",
-                       "--trainer.fast_dev_run", "true"))
+        pretrain(
+            _args(
+                "miram_tiny_nystrom.yaml",
+                phantom_cache,
+                tmp_path,
+                "--data.image_size",
+                "[64, 64]",
+                "--trainer.fast_dev_run",
+                "true",
+            )
+        )
 
 
 def test_pretrain_rejects_unknown_config_keys(phantom_cache: str, tmp_path: Path) -> None:
     with pytest.raises((SystemExit, ValueError), match="nonsense|unknown"):
         pretrain(_args("mae_tiny.yaml", phantom_cache, tmp_path, "--model.init_args.optim.nonsense", "1"))
+
+
+def test_reconstruct_command_writes_a_figure_per_scale(phantom_cache: str, tmp_path: Path) -> None:
+    from miram.train.reconstruct import reconstruct_command
+
+    run = pretrain(
+        _args(
+            "miram_tiny_nystrom.yaml",
+            phantom_cache,
+            tmp_path,
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "1",
+            "--trainer.limit_val_batches",
+            "1",
+        )
+    )
+    paths = reconstruct_command(str(run), phantom_cache, out=str(tmp_path / "rec"), num=2)
+    assert [Path(p).name for p in paths] == ["reconstruction_x1.png", "reconstruction_x2.png"]
+    assert all(Path(p).stat().st_size > 0 for p in paths)

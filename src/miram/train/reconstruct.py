@@ -85,3 +85,41 @@ def save_reconstruction_figure(
         plt.close(fig)
         written.append(out)
     return written
+
+
+def reconstruct_command(
+    checkpoint: str, cache: str, out: str = "reconstructions", split: str = "val", num: int = 4, seed: int = 0
+) -> list[str]:
+    """Save per-scale reconstruction figures of a MAE/MIRAM checkpoint (``miram reconstruct``).
+
+    Args:
+        checkpoint: a ``.ckpt`` file or a run directory.
+        cache: prepared cache to draw images from.
+        out: output directory.
+        split: split to draw from.
+        num: number of images.
+        seed: seed of the displayed mask.
+
+    Returns:
+        Paths of the written PNG files.
+    """
+    from miram.data.datamodule import MammoDataModule
+    from miram.models.masked_autoencoder import MaskedAutoencoderConfig
+    from miram.utils.checkpoint import load_checkpoint
+    from miram.utils.config import from_dict
+
+    ckpt = load_checkpoint(checkpoint)
+    hparams = ckpt.get("hyper_parameters", {})
+    if ckpt.get("miram", {}).get("method") not in ("mae", "miram") or "model" not in hparams:
+        raise ValueError(f"{checkpoint}: not a MAE/MIRAM checkpoint; reconstructions need the decoders")
+    config = from_dict(MaskedAutoencoderConfig, hparams["model"])
+    model = MaskedAutoencoder(config)
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    data = MammoDataModule(cache, image_size=config.data_size, num_workers=0, pretrain_only=False)
+    dataset = data.dataset(split, train=False)
+    images = torch.stack([dataset[i][0] for i in range(min(num, len(dataset)))])
+    paths = save_reconstruction_figure(model.eval(), images, Path(out) / "reconstruction.png", seed, num)
+    for p in paths:
+        print(p)
+    return [str(p) for p in paths]
