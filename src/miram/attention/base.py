@@ -82,9 +82,9 @@ class AttentionBackend(nn.Module, ABC):
     def split_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Project tokens ``(B, N, D)`` to q, k, v, each ``(B, H, N, Dh)``."""
         B, N, _ = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        return q, k, v
+        # split, not reshape + unbind: its backward writes the three gradients with one concatenation.
+        q, k, v = self.qkv(x).split(self.num_heads * self.head_dim, dim=-1)
+        return tuple(t.view(B, N, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         """Attend over tokens.

@@ -219,7 +219,7 @@ class NystromAttention(AttentionBackend):
         super().__init__(dim, num_heads, **kwargs)
         kernel = self.config.conv_kernel
         # One length-k filter per head, shared across channels, as in the paper (Conv2d over (N, Dh)).
-        self.res_conv: nn.Conv2d | None = (  # holds the (H, 1, k, 1) filters
+        self.res_conv: nn.Conv2d | None = (
             nn.Conv2d(
                 num_heads, num_heads, (kernel, 1), padding=(kernel // 2, 0), groups=num_heads, bias=False
             )
@@ -227,43 +227,26 @@ class NystromAttention(AttentionBackend):
             else None
         )
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        """Attend over tokens ``(B, N, D)`` (``key_padding_mask`` ``(B, N)``, True = padding) -> ``(B, N, D)``.
-
-        The conv residual is added in token layout, after the head merge: as a channels-last depth-wise
-        conv over the ``H * Dh`` channels it reads and writes ``(B, N, H * Dh)`` memory directly.
-        """
-        if self.res_conv is None:
-            return super().forward(x, key_padding_mask)
-        B, N, _ = x.shape
-        inner = self.num_heads * self.head_dim
-        q, k, v = self.split_heads(x)
-        out = self.attend(q, k, v, key_padding_mask).transpose(1, 2).reshape(B, N, inner)
-        v_tokens = v.transpose(1, 2).reshape(B, N, inner)
-        if key_padding_mask is not None:  # padded tokens must not leak in through the conv either
-            v_tokens = v_tokens.masked_fill(key_padding_mask.bool()[:, :, None], 0.0)
-        # (B, N, C) memory is (B, C, N, 1) in channels-last; one filter per head, repeated over Dh.
-        v_cl = v_tokens.contiguous().transpose(1, 2)[..., None]
-        weight = self.res_conv.weight.repeat_interleave(self.head_dim, dim=0)  # (C, 1, k, 1)
-        residual = F.conv2d(v_cl, weight, padding=self.res_conv.padding, groups=inner)
-        out = out + residual[..., 0].transpose(1, 2)
-        return self.proj_drop(self.proj(out))
-
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
-        """The Nyström kernel without the conv residual (added by :meth:`forward`)."""
         cfg = self.config
         n = q.shape[-2]
         if cfg.landmark_layout == "unequal_segments" and n <= cfg.num_landmarks:
             mask = None if key_padding_mask is None else ~key_padding_mask.bool()[:, None, None, :]
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p(self))
-        return nystrom_attention(
-            q,
-            k,
-            v,
-            cfg.num_landmarks,
-            cfg.pinv_iterations,
-            cfg.pinv_init,
-            cfg.landmark_layout,
-            key_padding_mask,
-            dropout_p(self),
-        )
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p(self))
+        else:
+            out = nystrom_attention(
+                q,
+                k,
+                v,
+                cfg.num_landmarks,
+                cfg.pinv_iterations,
+                cfg.pinv_init,
+                cfg.landmark_layout,
+                key_padding_mask,
+                dropout_p(self),
+            )
+        if self.res_conv is not None:
+            if key_padding_mask is not None:  # padded tokens must not leak in through the conv either
+                v = v.masked_fill(key_padding_mask.bool()[:, None, :, None], 0.0)
+            out = out + self.res_conv(v)
+        return out
