@@ -111,20 +111,21 @@ def _markdown(records: list[dict[str, Any]], tokens: list[int]) -> str:
         return format(r[field], fmt)
 
     lines = [
-        "| backend | N | miram s | reference s | time ratio "
+        "| backend | N | miram s | reference s | time ratio | ratio of min times "
         "| miram peak MB | reference peak MB | memory ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for backend in backends:
         for n in tokens:
             ours, ref = by_key.get((backend, "miram", n)), by_key.get((backend, "reference", n))
-            ratio = mem_ratio = "–"
+            ratio = min_ratio = mem_ratio = "–"
             if ours and ref and ours.get("seconds") and ref.get("seconds"):
                 ratio = f"{ours['seconds'] / ref['seconds']:.2f}"
+                min_ratio = f"{ours['seconds_min'] / ref['seconds_min']:.2f}"
                 mem_ratio = f"{ours['peak_mb'] / max(ref['peak_mb'], 1e-9):.2f}"
             lines.append(
                 f"| {backend} | {n} | {cell(ours, 'seconds', '.4f')} "
-                f"| {cell(ref, 'seconds', '.4f')} | {ratio} "
+                f"| {cell(ref, 'seconds', '.4f')} | {ratio} | {min_ratio} "
                 f"| {cell(ours, 'peak_mb', '.1f')} | {cell(ref, 'peak_mb', '.1f')} | {mem_ratio} |"
             )
     growth = []

@@ -97,7 +97,8 @@ def measure(
     Pass ``device`` in ``kwargs`` to select CUDA accounting.
 
     Returns:
-        ``{"seconds": median, "times": [...], "peak_mb": float, "memory": "cuda_allocator" | "cpu_rss"}``.
+        ``{"seconds": median, "seconds_min": min, "times": [...], "peak_mb": float,
+        "memory": "cuda_allocator" | "cpu_rss"}``.
     """
     step = setup(**kwargs)
     cuda = str(kwargs.get("device", "cpu")).startswith("cuda")
@@ -113,6 +114,7 @@ def measure(
         peak = _peak_rss_bytes() - base
     return {
         "seconds": statistics.median(times),
+        "seconds_min": min(times),
         "times": times,
         "peak_mb": max(peak, 0) / 2**20,
         "memory": "cuda_allocator" if cuda else "cpu_rss",
