@@ -98,6 +98,20 @@ def setup_point(
     return step
 
 
+def _cpu_name() -> str:
+    """The CPU model (Linux ``/proc/cpuinfo``), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "cpu"
+
+
 def _markdown(records: list[dict[str, Any]], tokens: list[int]) -> str:
     """The results as one Markdown table: ours next to the reference, with ratios."""
     by_key = {(r["backend"], r["impl"], r["tokens"]): r for r in records}
@@ -111,21 +125,22 @@ def _markdown(records: list[dict[str, Any]], tokens: list[int]) -> str:
         return format(r[field], fmt)
 
     lines = [
-        "| backend | N | miram s | reference s | time ratio | ratio of min times "
+        "| backend | N | miram s | reference s | time ratio | min-time ratio | CPU-time ratio "
         "| miram peak MB | reference peak MB | memory ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for backend in backends:
         for n in tokens:
             ours, ref = by_key.get((backend, "miram", n)), by_key.get((backend, "reference", n))
-            ratio = min_ratio = mem_ratio = "–"
+            ratio = min_ratio = cpu_ratio = mem_ratio = "–"
             if ours and ref and ours.get("seconds") and ref.get("seconds"):
                 ratio = f"{ours['seconds'] / ref['seconds']:.2f}"
                 min_ratio = f"{ours['seconds_min'] / ref['seconds_min']:.2f}"
+                cpu_ratio = f"{ours['cpu_seconds'] / ref['cpu_seconds']:.2f}"
                 mem_ratio = f"{ours['peak_mb'] / max(ref['peak_mb'], 1e-9):.2f}"
             lines.append(
                 f"| {backend} | {n} | {cell(ours, 'seconds', '.4f')} "
-                f"| {cell(ref, 'seconds', '.4f')} | {ratio} | {min_ratio} "
+                f"| {cell(ref, 'seconds', '.4f')} | {ratio} | {min_ratio} | {cpu_ratio} "
                 f"| {cell(ours, 'peak_mb', '.1f')} | {cell(ref, 'peak_mb', '.1f')} | {mem_ratio} |"
             )
     growth = []
@@ -176,6 +191,7 @@ def bench_attention(
     device: str = "auto",
     repeats: int = 3,
     budget_s: float = 60.0,
+    threads: int | None = None,
     json: str | None = None,
     plot: str | None = None,
 ) -> list[dict[str, Any]]:
@@ -194,6 +210,7 @@ def bench_attention(
         device: "cpu", "cuda" or "auto".
         repeats: timed calls per point after one warm-up; the median is reported.
         budget_s: per point, time fewer calls when the warm-up shows the repeats would exceed this.
+        threads: torch intra-op threads per point (default: torch's default for the machine).
         json: write the records (backend, impl, tokens, seconds, peak_mb, ...) to this path.
         plot: write a log-log plot of time against N to this PNG path.
 
@@ -209,7 +226,7 @@ def bench_attention(
     device_name = (
         torch.cuda.get_device_name(device)
         if device.startswith("cuda")
-        else f"cpu ({torch.get_num_threads()} threads)"
+        else f"{_cpu_name()}, {threads or torch.get_num_threads()} threads"
     )
     common = {
         "dim": dim,
@@ -232,7 +249,9 @@ def bench_attention(
                     record.update(seconds=None, peak_mb=None, error=f"{REFERENCES[backend][1]} not installed")
                 else:
                     kwargs = {"backend": backend, "impl": impl, "tokens": n, **common}
-                    result = run_isolated("miram.bench.attention:setup_point", kwargs, 1, repeats, budget_s)
+                    result = run_isolated(
+                        "miram.bench.attention:setup_point", kwargs, 1, repeats, budget_s, None, threads
+                    )
                     record.update({"seconds": None, "peak_mb": None, **result})
                 records.append(record)
                 status = record.get("error") or f"{record['seconds']:.4f} s, {record['peak_mb']:.1f} MB"

@@ -49,6 +49,7 @@ def time_step(
     repeats: int = 3,
     budget_s: float | None = None,
     sync: Callable[[], None] | None = None,
+    cpu_out: list[float] | None = None,
 ) -> list[float]:
     """Wall-clock seconds of ``step`` after ``warmup`` untimed calls.
 
@@ -59,6 +60,8 @@ def time_step(
         budget_s: when the warm-up shows that ``repeats`` calls would take longer, time fewer (at least
             one), so slow exact baselines stay affordable.
         sync: called before reading the clock (``torch.cuda.synchronize`` on GPU).
+        cpu_out: if given, receives the process CPU seconds of each timed call (all threads); on a
+            machine shared with other jobs this is steadier than wall-clock time.
 
     Returns:
         the timed seconds, one per call.
@@ -74,13 +77,16 @@ def time_step(
             first = time.perf_counter() - start
     if budget_s is not None and first > 0:
         repeats = max(1, min(repeats, int(budget_s / first)))
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
         sync()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         step()
         sync()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+    if cpu_out is not None:
+        cpu_out.extend(cpu_times)
     return times
 
 
@@ -90,31 +96,37 @@ def measure(
     warmup: int = 1,
     repeats: int = 3,
     budget_s: float | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Build a step with ``setup(**kwargs)``, then time it and measure its peak memory.
 
     Meant to run in a fresh process (:func:`run_isolated`); on CPU the peak is only meaningful there.
-    Pass ``device`` in ``kwargs`` to select CUDA accounting.
+    Pass ``device`` in ``kwargs`` to select CUDA accounting; ``threads`` sets torch's intra-op threads.
 
     Returns:
-        ``{"seconds": median, "seconds_min": min, "times": [...], "peak_mb": float,
-        "memory": "cuda_allocator" | "cpu_rss"}``.
+        ``{"seconds": median, "seconds_min": min, "cpu_seconds": median process CPU time, "threads",
+        "times": [...], "peak_mb": float, "memory": "cuda_allocator" | "cpu_rss"}``.
     """
+    if threads:
+        torch.set_num_threads(threads)
     step = setup(**kwargs)
+    cpu_times: list[float] = []
     cuda = str(kwargs.get("device", "cpu")).startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        times = time_step(step, warmup, repeats, budget_s, torch.cuda.synchronize)
+        times = time_step(step, warmup, repeats, budget_s, torch.cuda.synchronize, cpu_times)
         peak = torch.cuda.max_memory_allocated() - base
     else:
         base = _current_rss_bytes()
-        times = time_step(step, warmup, repeats, budget_s)
+        times = time_step(step, warmup, repeats, budget_s, None, cpu_times)
         peak = _peak_rss_bytes() - base
     return {
         "seconds": statistics.median(times),
         "seconds_min": min(times),
+        "cpu_seconds": statistics.median(cpu_times),
+        "threads": torch.get_num_threads(),
         "times": times,
         "peak_mb": max(peak, 0) / 2**20,
         "memory": "cuda_allocator" if cuda else "cpu_rss",
@@ -128,6 +140,7 @@ def run_isolated(
     repeats: int = 3,
     budget_s: float | None = None,
     timeout_s: float | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run :func:`measure` for ``target`` (``"module:setup"``) in a fresh Python process.
 
@@ -135,7 +148,14 @@ def run_isolated(
         the child's result, or ``{"error": message}`` when it failed (e.g. out of memory).
     """
     payload = json.dumps(
-        {"target": target, "kwargs": kwargs, "warmup": warmup, "repeats": repeats, "budget_s": budget_s}
+        {
+            "target": target,
+            "kwargs": kwargs,
+            "warmup": warmup,
+            "repeats": repeats,
+            "budget_s": budget_s,
+            "threads": threads,
+        }
     )
     try:
         proc = subprocess.run(
@@ -159,7 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     spec = json.loads((argv if argv is not None else sys.argv[1:])[0])
     module, func = spec["target"].split(":")
     setup = getattr(importlib.import_module(module), func)
-    result = measure(setup, spec["kwargs"], spec["warmup"], spec["repeats"], spec["budget_s"])
+    result = measure(
+        setup, spec["kwargs"], spec["warmup"], spec["repeats"], spec["budget_s"], spec["threads"]
+    )
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
