@@ -100,3 +100,26 @@ def test_aggregation_over_patients_and_seeds() -> None:
     agg = aggregate_seeds(runs)["auroc"]
     assert agg["mean"] == pytest.approx(0.8) and agg["sd"] == pytest.approx(0.1) and agg["n"] == 3
     assert agg["lo"] == pytest.approx(0.7)
+
+
+def test_finetune_and_probe_heads_per_task() -> None:
+    from miram.eval.lit_classifier import LitFinetune, LitProbe
+
+    vit = {"img_size": [64, 32], "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+    images = torch.randn(4, 1, 64, 32)
+    ml = LitFinetune(task="multilabel", num_classes=5, vit=vit, pool="mean", drop_path_rate=0.2)
+    logits = ml.logits(images)
+    assert logits.shape == (4, 5) and ml.encoder.config.drop_path_rate == 0.2
+    target = torch.zeros(4, 5)
+    target[0, 1] = 1.0
+    ml.loss_weights = torch.full((5,), 3.0)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, target, pos_weight=ml.loss_weights
+    )
+    torch.testing.assert_close(ml.loss(logits, target), expected)
+    assert ml.probs(logits).shape == (4, 5)
+    probe = LitProbe(task="binary", num_classes=2, vit=vit)
+    probe.train()
+    assert not probe.encoder.training and not any(p.requires_grad for p in probe.encoder.parameters())
+    assert probe.probs(probe.logits(images)).shape == (4,)
+    assert probe.logits(torch.randn(4, 32)).shape == (4, 2)  # cached features go straight to the head
