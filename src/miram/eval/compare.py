@@ -129,7 +129,10 @@ def compare_command(argv: list[str]) -> None:
     """``miram compare RUN_DIR... [--out DIR] [--per_patient] [--knn]`` (positional run directories)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="miram compare", description=compare.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="miram compare",
+        description="Paper-style table (method x metric, CIs) and figure from summary.json files.",
+    )
     parser.add_argument("runs", nargs="+", help="run directories or their parents")
     parser.add_argument("--out", default=None, help="directory for compare.md and compare.png")
     parser.add_argument("--per_patient", action="store_true", help="per-patient metrics")
