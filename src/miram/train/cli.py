@@ -35,6 +35,8 @@ class RunDirCLI(LightningCLI):
         parser.add_argument(
             "--ckpt_path", type=str | None, default=None, help="checkpoint to resume, or 'last'"
         )
+        # a configurable callback: --figures.every_n_epochs, --figures.num_images
+        parser.add_lightning_class_args(ReconstructionFigures, "figures")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config
@@ -85,7 +87,6 @@ def default_callbacks() -> list[Any]:
     return [
         ModelCheckpoint(filename="best", monitor="val/loss", mode="min", save_last=True, save_top_k=1),
         LearningRateMonitor(logging_interval="step"),
-        ReconstructionFigures(),
         RunSummary(),
     ]
 
