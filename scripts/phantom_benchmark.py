@@ -102,7 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--workers", type=int, default=1, help="loader processes for pre-training")
     p.add_argument("--doc", default="docs/results-phantoms.md")
+    p.add_argument("--report_only", action="store_true", help="rewrite the page from finished runs only")
     args = p.parse_args(argv)
+    if args.report_only:
+        write_results(args, float("nan"))
+        return
     start = time.time()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     out = Path(args.out)
@@ -142,11 +146,20 @@ def main(argv: list[str] | None = None) -> None:
 
 def write_results(args: argparse.Namespace, minutes: float) -> None:
     """Write the comparison page (and figure) from the evaluation runs."""
-    summaries = load_summaries([str(Path(args.out) / "eval")])
+    summaries = [s for s in load_summaries([str(Path(args.out) / "eval")]) if s.get("seed") in args.seeds]
     table = summarise(summaries)
     knn = {("knn", k[1], k[2]): v for k, v in summarise(summaries, "knn").items()}
     fig = save_figure(table, Path(args.out) / "compare.png")
-    command = ".venv/bin/python scripts/phantom_benchmark.py " + shlex.join(sys.argv[1:])
+    shown = [a for a in sys.argv[1:] if a != "--report_only"]
+    command = ".venv/bin/python scripts/phantom_benchmark.py " + shlex.join(shown)
+    pre = [
+        Path(args.out) / "pretrain" / f"{m}_s{seed}" / "summary.json" for m in METHODS for seed in args.seeds
+    ]
+    run_minutes = (
+        sum(s.get("seconds", 0.0) for s in summaries)
+        + sum(json.loads(f.read_text()).get("seconds", 0.0) for f in pre if f.exists())
+    ) / 60
+    timing = f"wall time {minutes:.1f} min, " if minutes == minutes else ""
     text = f"""# Phantom benchmark: scratch vs MAE vs MoCo-v3 vs MIRAM (CPU)
 
 Synthetic phantom lesion crops (`miram prepare phantoms`, {args.num} crops of {args.size} px; the encoder
@@ -160,8 +173,8 @@ validation macro AUC. Seeds {args.seeds}: each seed re-runs pre-training and
 evaluation. Cells: mean ± sd over seeds [mean of the per-seed bootstrap 95 % CIs, {args.resamples} resamples].
 Bold marks the best mean. Phantoms are a plumbing and sanity benchmark, not evidence about mammograms.
 
-Command (wall time {minutes:.1f} min on {platform.machine()} CPU, `{torch.get_num_threads()}` torch threads,
-shared machine):
+Command ({timing}sum of run times {run_minutes:.1f} min; {platform.machine()} CPU,
+{torch.get_num_threads()} torch threads, a 2-core machine shared with other jobs):
 
 ```
 {command}
