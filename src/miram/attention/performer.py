@@ -112,22 +112,23 @@ def performer_attention(
     # is linear in [w~_j, 1], so the sentinel is the mean augmented key plus log N on the bias channel.
     # l_j does not depend on c_j, so the sentinel is detached; its gradient flows through o_j.
     with torch.no_grad():
+        log_n: Tensor | float
         if valid is None:
-            mean_k, mean_b, count = k.to(ctype).mean(-2), key_bias.mean(-1), float(N)
+            mean_k, mean_b, log_n = k.to(ctype).mean(-2), key_bias.mean(-1), math.log(N)
         else:
             wts = valid[:, None, :].to(ctype)  # (B, 1, N)
-            count_t = wts.sum(-1, keepdim=True).clamp_min(1.0)  # (B, 1, 1)
-            mean_k = (wts[..., None] * k.to(ctype)).sum(-2) / count_t
-            mean_b = (wts * key_bias).sum(-1) / count_t[..., 0]
-        log_n = torch.log(count_t[..., 0]) if valid is not None else math.log(count)
-        sentinel = torch.cat([mean_k, (mean_b + log_n)[..., None]], dim=-1)  # (B, H, Dh + 1)
-        c = sentinel @ q1.t()  # (B, H, m)
+            count = wts.sum(-1).clamp_min(1.0)  # (B, 1)
+            mean_k = (wts[..., None] * k.to(ctype)).sum(-2) / count[..., None]
+            mean_b, log_n = (wts * key_bias).sum(-1) / count, torch.log(count)
+        sentinel = torch.cat([mean_k, (mean_b + log_n)[..., None]], dim=-1).to(k.dtype)  # (B, H, Dh + 1)
+        # Score the sentinel from the values SDPA will see (rounded to the activation dtype).
+        c = sentinel.to(ctype) @ q1.to(q.dtype).to(ctype).t()  # (B, H, m)
 
     # 1. R = softmax over [keys, sentinel] of [w~_j, 1] . [k_n, bias_n], with values [v_n, 0] and [0, 1].
     k1 = k.new_empty(B, H, N + 1, Dh + 1)
     k1[:, :, :N, :Dh] = k
     k1[:, :, :N, Dh] = key_bias.to(k.dtype)
-    k1[:, :, N] = sentinel.to(k.dtype)
+    k1[:, :, N] = sentinel
     v1 = v.new_zeros(B, H, N + 1, Dh + 1)
     v1[:, :, :N, :Dh] = v
     v1[:, :, N, Dh] = 1.0
