@@ -103,7 +103,15 @@ def test_read_dicom_padding_value_zeroed() -> None:
     assert pad.any() and (out[pad] == 0).all()
 
 
-def test_read_dicom_missing_decoder_names_extra_and_syntax() -> None:
+def test_read_dicom_missing_decoder_names_extra_and_syntax(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pydicom.pixels.decoders.base as decoders
+
+    class Missing:
+        is_available = False
+        missing_dependencies = ["pylibjpeg-libjpeg"]
+
+    # whether a JPEG-LS plugin is installed depends on the environment: simulate its absence
+    monkeypatch.setattr(decoders, "get_decoder", lambda uid: Missing())
     with pytest.raises(DicomError, match=r"JPEG-LS Lossless.*pip install 'miram\[dicom\]'"):
         read_dicom(fixture_file("MR_small_jpeg_ls_lossless.dcm"))
 

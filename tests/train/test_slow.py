@@ -107,7 +107,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         [*MIRAM, "demo", "--out", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=2400,
         cwd=REPO,
     )
     assert out.returncode == 0, out.stderr[-3000:]
