@@ -29,8 +29,20 @@ def test_every_dispatched_command_resolves() -> None:
 
 
 def test_pretrain_print_config_runs_in_a_fresh_process() -> None:
-    out = subprocess.run([sys.executable, "-m", "miram.cli", "pretrain", "--config", "configs/demo/mae_tiny.yaml",
-                          "--print_config"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "miram.cli",
+            "pretrain",
+            "--config",
+            "configs/demo/mae_tiny.yaml",
+            "--print_config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "LitMaskedAutoencoder" in out.stdout and "mask_ratio: 0.75" in out.stdout
 

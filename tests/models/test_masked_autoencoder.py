@@ -12,8 +12,13 @@ from miram.models.ops import patchify
 from tests.models.conftest import tiny_config
 
 
-def direct_mae_loss(model: MaskedAutoencoder, images: torch.Tensor, ids_keep: torch.Tensor,
-                    ids_restore: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def direct_mae_loss(
+    model: MaskedAutoencoder,
+    images: torch.Tensor,
+    ids_keep: torch.Tensor,
+    ids_restore: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
     """MAE written out step by step from the paper, reusing only the weights of ``model``."""
     enc, dec = model.encoder, model.decoders[0]
     x = enc.patch_embed.proj(images).flatten(2).transpose(1, 2) + enc.pos_embed[:, 1:]
@@ -57,7 +62,9 @@ def test_loss_covers_only_the_requested_region() -> None:
     changed[~mask] += 10.0  # visible patches
     masked = reconstruction_loss(pred, target, mask, "masked")
     assert torch.equal(masked, reconstruction_loss(changed, target, mask, "masked"))
-    assert not torch.equal(reconstruction_loss(pred, target, mask, "all"), reconstruction_loss(changed, target, mask, "all"))
+    assert not torch.equal(
+        reconstruction_loss(pred, target, mask, "all"), reconstruction_loss(changed, target, mask, "all")
+    )
     from miram.losses.reconstruction import normalize_patches
 
     per_patch = ((pred - normalize_patches(target)) ** 2).mean(-1)
@@ -123,7 +130,10 @@ def test_wrong_image_size_is_a_clear_error() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda c: setattr(c.scales[1], "factor", 3) or c.scales.append(c.scales[0].__class__(factor=2)), "divide"),
+        (
+            lambda c: setattr(c.scales[1], "factor", 3) or c.scales.append(c.scales[0].__class__(factor=2)),
+            "divide",
+        ),
         (lambda c: setattr(c.scales[1], "embed_dim", 32), "share_decoder_embed"),
         (lambda c: setattr(c.encoder, "attention", AttentionSpec("linformer")), "tied to token positions"),
     ],

@@ -29,7 +29,9 @@ def test_patchify_rejects_sizes_not_multiple_of_patch() -> None:
 def test_upsample_tokens_nearest_makes_2d_blocks_not_1d_repeats() -> None:
     tokens = torch.arange(6).float().reshape(1, 6, 1)  # grid (2, 3)
     up = upsample_tokens(tokens, (2, 3), 2).reshape(4, 6)
-    expected = torch.tensor([[0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2], [3, 3, 4, 4, 5, 5], [3, 3, 4, 4, 5, 5]]).float()
+    expected = torch.tensor(
+        [[0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2], [3, 3, 4, 4, 5, 5], [3, 3, 4, 4, 5, 5]]
+    ).float()
     assert torch.equal(up, expected)
 
 
