@@ -18,7 +18,8 @@ from miram.data.datamodule import MammoDataModule
 from miram.data.phantom import prepare_phantoms
 from miram.eval.features import extract_features
 from miram.eval.linear_probe import ProbeConfig, predict_probs, train_linear_probe
-from miram.eval.metrics import Task, evaluate, format_ci
+from miram.eval.metrics import evaluate, format_ci
+from miram.eval.tasks import task_from_cache
 from miram.models.vit import ViTEncoder
 from miram.train.cli import pretrain
 from miram.utils.checkpoint import load_encoder
@@ -42,12 +43,13 @@ def linear_probe_run(
         label=label,
         pretrain_only=False,
     )
-    spec = data.cache.labels[label]
-    task: Task = "multiclass" if spec.kind not in ("binary", "multilabel") else spec.kind
-    train_x, train_y = extract_features(encoder, data._loader(data.dataset("train", train=False), False))
-    test_x, test_y = extract_features(encoder, data._loader(data.dataset("test", train=False), False))
-    head = train_linear_probe(train_x, train_y, task, len(spec.classes), ProbeConfig(epochs=100), seed=seed)
-    return evaluate(predict_probs(head, test_x, task), test_y, task, len(spec.classes), seed=seed)
+    spec = task_from_cache(data.cache, label)
+    train_x, train_y = extract_features(encoder, data.eval_loader("train"))
+    test_x, test_y = extract_features(encoder, data.eval_loader("test"))
+    head = train_linear_probe(
+        train_x, train_y, spec.task, spec.num_classes, ProbeConfig(epochs=100), seed=seed
+    )
+    return evaluate(predict_probs(head, test_x, spec.task), test_y, spec.task, spec.num_classes, seed=seed)
 
 
 def demo(

@@ -168,6 +168,10 @@ class MammoDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
+    def eval_loader(self, split: str | list[str]) -> DataLoader[Any]:
+        """Unshuffled, unaugmented loader of ``split``."""
+        return self._loader(self.dataset(split, train=False), shuffle=False)
+
     def train_dataloader(self) -> DataLoader[Any]:
         return self._loader(self.dataset(self.train_splits, train=True), shuffle=True)
 

@@ -70,10 +70,6 @@ class EvalDataModule(MammoDataModule):
         ds = self.dataset(split, train=False)
         return [self.cache.records[i].patient_id for i in ds.indices]
 
-    def eval_loader(self, split: str | list[str]) -> DataLoader[Any]:
-        """Unshuffled, unaugmented loader of ``split``."""
-        return self._loader(self.dataset(split, train=False), shuffle=False)
-
 
 class FeatureDataModule(L.LightningDataModule):
     """Features of a frozen encoder, computed once per split without augmentation, served as tensors.
