@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,16 @@ def test_importing_miram_does_not_import_lightning() -> None:
     code = "import sys, miram, miram.cli; print('lightning' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_option_names_may_be_written_with_dashes(tmp_path: Path) -> None:
+    from miram.data.cache import Cache
+
+    def val_count(name: str, *options: str) -> int:
+        base = ["prepare", "phantoms", "--out", str(tmp_path / name), "--num", "40", "--size", "32"]
+        assert main([*base, *options]) == 0
+        return len(Cache(tmp_path / name).indices("val"))
+
+    dashed = val_count("dashed", "--val-fraction=0.5")
+    assert dashed == val_count("underscored", "--val_fraction", "0.5")
+    assert dashed != val_count("default")

@@ -57,6 +57,17 @@ def _resolve(target: str) -> tuple[Callable[..., Any], bool]:
     return getattr(importlib.import_module(module), func), raw
 
 
+def _underscore_options(args: list[str]) -> list[str]:
+    """``--csv-dir X`` -> ``--csv_dir X``: option names are Python names, and both spellings are accepted."""
+    out = []
+    for arg in args:
+        if arg.startswith("--") and len(arg) > 2:
+            name, sep, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + sep + value
+        out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``miram`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -78,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"usage: miram {command} {{{'|'.join(entry)}}} [options]", file=sys.stderr)
             return 0 if rest and rest[0] in ("-h", "--help") else 2
         entry, rest = entry[rest[0]], rest[1:]
+    rest = _underscore_options(rest)
     func, raw = _resolve(entry)
     if raw:
         func(rest)

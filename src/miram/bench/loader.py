@@ -1,8 +1,9 @@
 """``miram bench loader``: crops per second of the training read path.
 
 Measures exactly what training runs: :class:`miram.data.datamodule.CacheDataset` in training geometry
-(memory-mapped uint16 record → random resized crop on native pixels → resample to ``size`` × ``size`` →
-normalised float tensor) behind a torch DataLoader with ``workers`` processes.
+(memory-mapped uint16 record → random resized crop on native pixels → resample to ``size`` × ``size``,
+uint16) behind a torch DataLoader with ``workers`` processes, then the normalisation to float32 that
+training applies after the transfer (on a CPU-only machine it runs in the main process, so it is counted).
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ def bench_loader(
         ``{"crops_per_s", "batches", "crops", "seconds", "workers", "size", "load_average"}`` (also printed).
     """
     from miram.data.cache import Cache
-    from miram.data.datamodule import CacheDataset, _worker_init
+    from miram.data.datamodule import CacheDataset, MammoDataModule, _worker_init
 
     opened = Cache(cache)
+    normalize = MammoDataModule(cache).normalize
     indices = opened.indices(split)
     dataset = CacheDataset(opened, indices, (size, size), train=True)
     loader = DataLoader(
@@ -63,6 +65,7 @@ def bench_loader(
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         images, _ = next(stream)
+        images = normalize(images)
         crops += images.shape[0]
         n += 1
     elapsed = time.perf_counter() - start

@@ -31,6 +31,7 @@ import numpy as np
 FORMAT = "miram-cache"
 VERSION = 1
 SPLITS = ("train", "val", "test")
+MAX_OPEN_MAPS = 16384
 
 
 @dataclass
@@ -278,6 +279,7 @@ class Cache:
         with open(self.root / "manifest.jsonl") as f:
             self.records = [CacheRecord(**json.loads(line)) for line in f if line.strip()]
         self.labels = {k: LabelSpec(**v) for k, v in self.info["labels"].items()}
+        self._maps: dict[int, np.ndarray] = {}
 
     @property
     def stats(self) -> dict[str, float]:
@@ -293,7 +295,18 @@ class Cache:
 
     def image(self, index: int) -> np.ndarray:
         """uint16 ``(H, W)`` pixels of record ``index`` (memory-mapped)."""
-        return np.load(self.path(index), mmap_mode="r")
+        # Opening a memory map costs about as much as resampling a crop, so each process keeps the maps it
+        # opened, up to MAX_OPEN_MAPS (well under the kernel's default limit of 65,530 maps per process).
+        image = self._maps.get(index)
+        if image is None:
+            if len(self._maps) >= MAX_OPEN_MAPS:
+                self._maps.pop(next(iter(self._maps)))
+            image = self._maps[index] = np.load(self.path(index), mmap_mode="r")
+        return image
+
+    def __getstate__(self) -> dict[str, Any]:
+        # maps belong to the process that opened them; a worker started by pickling opens its own
+        return {**self.__dict__, "_maps": {}}
 
     def indices(
         self, split: str | Iterable[str] | None = None, pretrain_only: bool = False, label: str | None = None

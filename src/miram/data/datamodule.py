@@ -2,16 +2,19 @@
 
 Workers load native-resolution uint16 crops, pick the augmentation geometry on the native pixels and
 resample straight to the size the model asks for (for MIRAM the finest scale, so high-resolution targets
-are real pixels). Flips run batched on the device (kornia) after the transfer.
+are real pixels). They hand over uint16 batches; normalisation and flips run batched on the device after
+the transfer (:meth:`MammoDataModule.on_after_batch_transfer`), where they cost next to nothing.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from typing import Any
 
 import kornia.augmentation as K
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -21,7 +24,7 @@ from miram.data.transforms import center_box, crop_resize, random_resized_box
 
 
 class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
-    """Records of a cache as normalised float crops and label targets.
+    """Records of a cache as uint16 crops and label targets.
 
     Args:
         cache: the opened cache.
@@ -32,7 +35,7 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         scale: random-resized-crop area range.
         ratio: random-resized-crop aspect range.
 
-    Items are ``(image (1, H, W), target)``; the target is a class index (long), a multi-hot vector (float)
+    Items are ``(image (1, H, W) uint16, target)``; the target is a class index (long), a multi-hot vector (float)
     for multilabel labels, or -1 when no label is asked for.
     """
 
@@ -49,7 +52,6 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         self.cache, self.indices, self.train = cache, indices, train
         self.size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.label, self.scale, self.ratio = label, scale, ratio
-        self.mean, self.std = cache.stats["mean"], cache.stats["std"]
         self.spec = cache.labels[label] if label is not None else None
         self.rng = random.Random()
 
@@ -76,8 +78,7 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
             box = random_resized_box(h, w, self.scale, self.ratio, aspect, self.rng)
         else:
             box = center_box(h, w, aspect)
-        x = crop_resize(image, box, self.size)
-        return x.sub_(self.mean).div_(self.std), self.target(index)
+        return crop_resize(image, box, self.size), self.target(index)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -168,9 +169,26 @@ class MammoDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def eval_loader(self, split: str | list[str]) -> DataLoader[Any]:
-        """Unshuffled, unaugmented loader of ``split``."""
-        return self._loader(self.dataset(split, train=False), shuffle=False)
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint16 crops ``(B, 1, H, W)`` -> float32 standardised by the cache's intensity statistics."""
+        stats = self.cache.stats
+        scale, shift = 1.0 / (65535.0 * stats["std"]), stats["mean"] / stats["std"]
+        if images.device.type == "cpu":
+            # torch's uint16 -> float32 conversion is not vectorised on the CPU; numpy's is 4x faster
+            out = np.multiply(images.numpy(), np.float32(scale), dtype=np.float32)
+            out -= np.float32(shift)
+            return torch.from_numpy(out)
+        return images.float().mul_(scale).sub_(shift)
+
+    def eval_loader(self, split: str | list[str]) -> Iterable[tuple[Tensor, Tensor]]:
+        """Unshuffled, unaugmented, normalised ``(images (B, 1, H, W) float32, targets)`` of ``split``."""
+        loader = self._loader(self.dataset(split, train=False), shuffle=False)
+        return ((self.normalize(images), target) for images, target in loader)
+
+    def images(self, split: str, num: int) -> Tensor:
+        """The first ``num`` unaugmented crops of ``split``, normalised ``(num, 1, H, W)`` (for figures)."""
+        dataset = self.dataset(split, train=False)
+        return self.normalize(torch.stack([dataset[i][0] for i in range(min(num, len(dataset)))]))
 
     def train_dataloader(self) -> DataLoader[Any]:
         return self._loader(self.dataset(self.train_splits, train=True), shuffle=True)
@@ -182,7 +200,8 @@ class MammoDataModule(L.LightningDataModule):
         return self._loader(self.dataset("test", train=False), shuffle=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, target = batch
+        images = self.normalize(images)
         if self.trainer is not None and self.trainer.training and len(self.flips):
-            images, target = batch
-            return self.flips(images), target
-        return batch
+            images = self.flips(images)
+        return images, target

@@ -31,9 +31,8 @@ class ReconstructionFigures(L.Callback):
         dm = trainer.datamodule  # type: ignore[attr-defined]
         if dm is None:
             return None
-        dataset = dm.dataset("val", train=False)
-        n = min(self.num_images, len(dataset))
-        return torch.stack([dataset[i][0] for i in range(n)])
+        images: torch.Tensor = dm.images("val", self.num_images)
+        return images
 
     def _save(self, trainer: L.Trainer, module: L.LightningModule, tag: str) -> None:
         model = getattr(module, "model", None)

@@ -117,8 +117,7 @@ def reconstruct_command(
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     data = MammoDataModule(cache, image_size=config.data_size, num_workers=0, pretrain_only=False)
-    dataset = data.dataset(split, train=False)
-    images = torch.stack([dataset[i][0] for i in range(min(num, len(dataset)))])
+    images = data.images(split, num)
     paths = save_reconstruction_figure(model.eval(), images, Path(out) / "reconstruction.png", seed, num)
     for p in paths:
         print(p)
