@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and write the results page."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/phantom-bench", help="cache, runs and figures go here")
-    p.add_argument("--num", type=int, default=800, help="phantom crops (70/10/20 train/val/test)")
+    p.add_argument("--num", type=int, default=600, help="phantom crops (70/10/20 train/val/test)")
     p.add_argument("--size", type=int, default=128, help="phantom side (MIRAM x2 scale; encoder sees half)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--label", default="type_pathology", help="cache label to predict")
@@ -173,8 +174,8 @@ validation macro AUC. Seeds {args.seeds}: each seed re-runs pre-training and
 evaluation. Cells: mean ± sd over seeds [mean of the per-seed bootstrap 95 % CIs, {args.resamples} resamples].
 Bold marks the best mean. Phantoms are a plumbing and sanity benchmark, not evidence about mammograms.
 
-Command ({timing}sum of run times {run_minutes:.1f} min; {platform.machine()} CPU,
-{torch.get_num_threads()} torch threads, a 2-core machine shared with other jobs):
+Command ({timing}sum of run times {run_minutes:.1f} min; {platform.machine()} CPU, {os.cpu_count()} cores,
+{torch.get_num_threads()} torch threads, 1-minute load average {os.getloadavg()[0]:.1f} when the page was written):
 
 ```
 {command}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,16 +42,14 @@ def test_real_dicoms_join_csv_rows(cbis_csv_dir: Path) -> None:
         assert all(les.image_path.split("/")[1] == ds.StudyInstanceUID for les in rows)
 
 
-def test_real_dicoms_prepare_under_30_s(cbis_csv_dir: Path, tmp_path: Path) -> None:
+def test_real_dicoms_prepare_into_a_cache(cbis_csv_dir: Path, tmp_path: Path) -> None:
     csv_dir = build_real_tree(tmp_path / "download", cbis_csv_dir)
-    start = time.perf_counter()
     root, cache_dir = str(tmp_path / "download"), str(tmp_path / "cache")
     out = prepare_cbis_ddsm(
         root=root, csv_dir=str(csv_dir), out=cache_dir, workers=2, progress=False, flip_to="left"
     )
-    elapsed = time.perf_counter() - start
-    cache = Cache(out)
-    assert len(cache) == 10 and elapsed < 30, elapsed
+    cache = Cache(out)  # the time it takes is measured by a command (docs/data.md), not asserted here
+    assert len(cache) == 10
     assert {r.split for r in cache.records} == {"test"} and not any(r.pretrain for r in cache.records)
     malignant = {r.meta["subject"] for r in cache.records if r.labels["pathology"] == 1}
     assert malignant == {"Mass-Test_P_00820_LEFT_CC", "Mass-Test_P_00820_LEFT_MLO"}
