@@ -175,7 +175,7 @@ evaluation. Cells: mean ± sd over seeds [mean of the per-seed bootstrap 95 % CI
 Bold marks the best mean. Phantoms are a plumbing and sanity benchmark, not evidence about mammograms.
 
 Command ({timing}sum of run times {run_minutes:.1f} min; {platform.machine()} CPU, {os.cpu_count()} cores,
-{torch.get_num_threads()} torch threads, 1-minute load average {os.getloadavg()[0]:.1f} when the page was written):
+{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f} when the page was written):
 
 ```
 {command}

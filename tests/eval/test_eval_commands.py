@@ -138,3 +138,16 @@ def test_load_encoder_reads_exported_files(workdir: Path) -> None:
     path = export(str(workdir / "moco.ckpt"), str(workdir / "again"))
     encoder, meta = load_encoder(path)
     assert meta["method"] == "mocov3" and encoder.config.embed_dim == 32
+
+
+def test_multilabel_runs_also_carry_the_authors_scoring(workdir: Path) -> None:
+    from miram.eval.cli import probe
+    from miram.eval.compare import compare
+
+    s = probe([*common(workdir, "probe_margins", "margins"), "--trainer.max_epochs", "1"])
+    assert s["task"] == "multilabel" and set(s["authors_scoring"]) == set(s["metrics"])
+    assert s["authors_scoring"]["auroc"]["value"] != s["metrics"]["auroc"]["value"]
+    table = compare([str(workdir / "runs" / "probe_margins")], authors_scoring=True)
+    assert "probe (authors' scoring), `margins`" in table
+    with pytest.raises(SystemExit, match="authors_scoring"):
+        compare([str(workdir / "runs" / "probe")], authors_scoring=True)

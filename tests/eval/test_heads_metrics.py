@@ -10,7 +10,11 @@ import torch
 from miram.eval.finetune import layer_id, llrd_param_groups, mixup
 from miram.eval.knn import knn_probs
 from miram.eval.linear_probe import probe_head
-from miram.eval.metrics import classification_metrics
+from miram.eval.metrics import (
+    authors_multilabel_metrics,
+    classification_metrics,
+    evaluate_authors_multilabel,
+)
 from miram.eval.tasks import aggregate_by_patient, aggregate_seeds, mean_sd, per_class_metrics
 from miram.models.vit import ViTConfig, ViTEncoder
 
@@ -123,3 +127,26 @@ def test_finetune_and_probe_heads_per_task() -> None:
     assert not probe.encoder.training and not any(p.requires_grad for p in probe.encoder.parameters())
     assert probe.probs(probe.logits(images)).shape == (4,)
     assert probe.logits(torch.randn(4, 32)).shape == (4, 2)  # cached features go straight to the head
+
+
+def test_authors_margins_scoring_matches_hand_values() -> None:
+    # two margins; the last mass has both, which the authors' scoring turns into an all-negative row
+    target = torch.tensor([[1, 0], [0, 1], [1, 0], [1, 1]])
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 1.0], [1.0, 0.0]])
+    out = authors_multilabel_metrics(torch.sigmoid(logits), target)
+    # softmax argmax [0, 1, 1, 0] against index [0, 1, 0, combined]
+    assert out["accuracy"] == pytest.approx(0.5)
+    assert out["balanced_accuracy"] == pytest.approx((0.5 + 1.0) / 2)
+    # per-class AUCs 0.75 and 1 (plain macro 0.875); TPRs averaged on the union of FPRs give 43/48
+    assert out["auroc"] == pytest.approx(43 / 48, abs=1e-6)
+    assert out["ap"] == pytest.approx((0.5 + 0.5 * 2 / 3 + 1.0) / 2, abs=1e-6)
+    assert classification_metrics(torch.sigmoid(logits), target, "multilabel", 2)["auroc"] != out["auroc"]
+
+
+def test_authors_scoring_has_bootstrap_intervals() -> None:
+    g = torch.Generator().manual_seed(0)
+    target = torch.nn.functional.one_hot(torch.arange(40) % 4, 4)
+    target[::5, 0] = 1
+    probs = torch.rand(40, 4, generator=g)
+    out = evaluate_authors_multilabel(probs, target, num_resamples=50)
+    assert all(0.0 <= e["lo"] <= e["hi"] <= 1.0 for e in out.values())

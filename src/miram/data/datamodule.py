@@ -35,8 +35,8 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         scale: random-resized-crop area range.
         ratio: random-resized-crop aspect range.
 
-    Items are ``(image (1, H, W) uint16, target)``; the target is a class index (long), a multi-hot vector (float)
-    for multilabel labels, or -1 when no label is asked for.
+    Items are ``(image (1, H, W) uint16, target)``; the target is a class index (long), a multi-hot vector
+    (float) for multilabel labels, or -1 when no label is asked for.
     """
 
     def __init__(

@@ -97,7 +97,13 @@ def save_figure(table: dict[tuple[str, str, str], dict[str, Any]], out: Path, me
     return out
 
 
-def compare(runs: list[str], out: str | None = None, per_patient: bool = False, knn: bool = False) -> str:
+def compare(
+    runs: list[str],
+    out: str | None = None,
+    per_patient: bool = False,
+    knn: bool = False,
+    authors_scoring: bool = False,
+) -> str:
     """Print the comparison table of evaluation runs, and write ``compare.md`` / ``compare.png`` to ``out``.
 
     Args:
@@ -105,6 +111,8 @@ def compare(runs: list[str], out: str | None = None, per_patient: bool = False, 
         out: directory for ``compare.md`` and ``compare.png``; nothing written when None.
         per_patient: tabulate the per-patient metrics instead of per-image ones.
         knn: tabulate the kNN metrics of probe runs instead.
+        authors_scoring: tabulate multi-label runs under the MIRAM authors' scoring instead
+            (:func:`miram.eval.metrics.authors_multilabel_metrics`).
 
     Returns:
         The Markdown table.
@@ -112,10 +120,16 @@ def compare(runs: list[str], out: str | None = None, per_patient: bool = False, 
     summaries = load_summaries(runs)
     if not summaries:
         raise SystemExit(f"miram compare: no probe/finetune summary.json under {runs}")
-    key = "knn" if knn else ("per_patient" if per_patient else "metrics")
+    key = "metrics"
+    if knn or authors_scoring or per_patient:
+        key = "knn" if knn else "authors_scoring" if authors_scoring else "per_patient"
     table = summarise(summaries, key)
+    if not table:
+        raise SystemExit(f"miram compare: no run under {runs} has '{key}' metrics")
     if knn:
         table = {("knn", k[1], k[2]): v for k, v in table.items()}
+    if authors_scoring:
+        table = {(f"{k[0]} (authors' scoring)", k[1], k[2]): v for k, v in table.items()}
     text = markdown_table(table)
     print(text)
     if out is not None:
@@ -126,7 +140,7 @@ def compare(runs: list[str], out: str | None = None, per_patient: bool = False, 
 
 
 def compare_command(argv: list[str]) -> None:
-    """``miram compare RUN_DIR... [--out DIR] [--per_patient] [--knn]`` (positional run directories)."""
+    """``miram compare RUN_DIR... [--out DIR] [--per_patient] [--knn] [--authors_scoring]``."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -137,5 +151,8 @@ def compare_command(argv: list[str]) -> None:
     parser.add_argument("--out", default=None, help="directory for compare.md and compare.png")
     parser.add_argument("--per_patient", action="store_true", help="per-patient metrics")
     parser.add_argument("--knn", action="store_true", help="kNN metrics of probe runs")
+    parser.add_argument(
+        "--authors_scoring", action="store_true", help="multi-label runs scored as the authors' code does"
+    )
     a = parser.parse_args(argv)
-    compare(a.runs, a.out, a.per_patient, a.knn)
+    compare(a.runs, a.out, a.per_patient, a.knn, a.authors_scoring)

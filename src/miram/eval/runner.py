@@ -1,7 +1,8 @@
 """Fit, select the best validation-AUROC checkpoint, test, and write the evaluation run's summary.
 
 The summary (``<run>/summary.json``) holds the test metrics with bootstrap 95 % intervals, per-class AUROC
-and AP, optional per-patient metrics and (for probes) kNN metrics; ``miram compare`` reads it.
+and AP, optional per-patient metrics, (for probes) kNN metrics and, for multi-label tasks, the same
+metrics under the MIRAM authors' scoring; ``miram compare`` reads it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from miram.eval.data import EvalDataModule, FeatureDataModule
 from miram.eval.figures import save_eval_figures
 from miram.eval.knn import knn_probs
 from miram.eval.lit_classifier import LitClassifier, LitProbe
+from miram.eval.metrics import evaluate_authors_multilabel
 from miram.eval.tasks import aggregate_by_patient, evaluate_safe, task_from_cache
 from miram.utils.rundir import git_commit
 
@@ -82,6 +84,10 @@ def fit_and_test(
         },
         "git_commit": git_commit(),
     }
+    if spec.task == "multilabel":  # beside the multi-hot metrics, the paper's scoring (paper.md §5.5)
+        summary["authors_scoring"] = evaluate_authors_multilabel(
+            result["probs"], result["target"], model.num_resamples
+        )
     if per_patient:
         probs, target, ids = aggregate_by_patient(
             result["probs"], result["target"], data.patient_ids("test"), spec.task
