@@ -12,7 +12,7 @@ import os
 import time
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 
 def bench_loader(
@@ -43,10 +43,12 @@ def bench_loader(
     normalize = MammoDataModule(cache).normalize
     indices = opened.indices(split)
     dataset = CacheDataset(opened, indices, (size, size), train=True)
+    # Sampling with replacement keeps every batch full even for a cache smaller than one batch.
+    sampler = RandomSampler(dataset, replacement=True, num_samples=max(len(dataset), 100 * batch_size))
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=True,
+        sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
         worker_init_fn=_worker_init,

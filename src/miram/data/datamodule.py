@@ -84,6 +84,9 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
 def _worker_init(worker_id: int) -> None:
     # Each worker resamples with one thread (the loader already runs workers in parallel) and gets its own
     # crop RNG stream.
+    import cv2
+
+    cv2.setNumThreads(1)
     torch.set_num_threads(1)
     info = torch.utils.data.get_worker_info()
     if info is not None:

