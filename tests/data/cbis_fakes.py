@@ -122,6 +122,8 @@ def _series_dir(
         kind, split = subject.split("_")[0].split("-")
         top = f"{kind}-{split} " + ("Full Mammogram Images" if full else "ROI and Cropped Images")
         return root / top / "CBIS-DDSM" / subject / f"07-20-2016-DDSM-{s5}" / f"1-{desc}-{r5}"
+    if layout == "metadata":  # folder names no rule can match: only metadata.csv leads to them
+        return root / "nbia" / series.replace(".", "_")
     raise ValueError(layout)
 
 
@@ -150,7 +152,8 @@ def build_tree(
     full_uids: Callable[[FakeLesion], tuple[str, str]] | None = None,
     write_full: bool = True,
 ) -> Path:
-    """Write a fake download (``layout`` in A, B, C, D, kaggle) and its CSVs; returns the CSV folder."""
+    """Write a fake download (``layout`` in A, B, C, D, kaggle, metadata) and its CSVs; returns the CSV
+    folder. ``metadata``: series folders named by nothing but a ``metadata.csv`` (NBIA) at the root."""
     rows: dict[tuple[str, str], list[list[str]]] = {}
     images: dict[str, tuple[str, str, tuple[int, int]]] = {}
     for k, les in enumerate(lesions):
@@ -212,6 +215,13 @@ def build_tree(
             w = csv.writer(f, lineterminator="\r\n")
             w.writerow(header)
             w.writerows(body)
+    if layout == "metadata":  # as the NBIA retriever writes it: Windows separators, relative to the CSV
+        with open(root / "metadata.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["Series UID", "Collection", "Subject ID", "Number of Images", "File Location"])
+            for d in sorted((root / "nbia").iterdir()):
+                n = len(list(d.iterdir()))
+                w.writerow([d.name.replace("_", "."), "CBIS-DDSM", "", n, f".\\nbia\\{d.name}"])
     return csv_dir
 
 

@@ -34,7 +34,7 @@ def files_of(root: Path, subject: str) -> list[Path]:
     )
 
 
-@pytest.mark.parametrize("layout", ["A", "B", "C", "D", "kaggle"])
+@pytest.mark.parametrize("layout", ["A", "B", "C", "D", "kaggle", "metadata"])
 def test_prepare_every_layout(fake_tree: Tree, tmp_path: Path, layout: str) -> None:
     root, csv_dir = fake_tree(layout)
     cache = run(root, csv_dir, tmp_path / "cache", min_size=8)
