@@ -47,3 +47,5 @@ def test_info_nce_gathers_negatives_across_processes() -> None:
         rows = slice(rank * 4, (rank + 1) * 4)
         ref = 0.4 * torch.nn.functional.cross_entropy(logits[rows], torch.arange(4) + 4 * rank)
         assert out[rank] == pytest.approx(float(ref), rel=1e-5)
+        local = info_nce(q[rows], k[rows], 0.2)  # without the other process's keys: a different loss
+        assert float(local) != pytest.approx(out[rank], rel=1e-3)
