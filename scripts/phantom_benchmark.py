@@ -41,6 +41,7 @@ METHODS = {
     "MIRAM-sdpa": "miram_tiny_sdpa.yaml",
 }
 ORDER = ["scratch", *METHODS]
+NOTES_MARKER = "<!-- reading: kept when the page is regenerated -->"
 # the encoder every method shares (configs/demo/*_tiny.yaml)
 VIT = {"img_size": [64, 64], "patch_size": 8, "embed_dim": 64, "depth": 4, "num_heads": 4}
 
@@ -105,8 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--doc", default="docs/results-phantoms.md")
     p.add_argument("--report_only", action="store_true", help="rewrite the page from finished runs only")
     args = p.parse_args(argv)
+    wall = Path(args.out) / "wall_minutes.txt"
     if args.report_only:
-        write_results(args, float("nan"))
+        write_results(args, float(wall.read_text()) if wall.exists() else float("nan"))
         return
     start = time.time()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
             evaluate_encoder(args, str(cache), name, str(run), seed)
     minutes = (time.time() - start) / 60
+    wall.write_text(f"{minutes:.2f}")
     write_results(args, minutes)
 
 
@@ -185,8 +188,11 @@ Command ({timing}sum of run times {run_minutes:.1f} min; {platform.machine()} CP
 {markdown_table(knn, ORDER) if knn else ""}
 Figure: `{fig}` (macro AUC, mean ± sd). Compare any runs again with `miram compare {Path(args.out) / "eval"}`.
 """
-    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.doc).write_text(text)
+    doc = Path(args.doc)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    # a hand-written reading below the marker survives a rewrite of the generated part
+    kept = doc.read_text().partition(NOTES_MARKER)[2] if doc.exists() else ""
+    doc.write_text(text + (f"\n{NOTES_MARKER}{kept}" if kept else ""))
     print(text)
 
 
