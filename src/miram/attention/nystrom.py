@@ -123,7 +123,9 @@ def nystrom_landmarks(
     if key_valid is None and pad == 0:
         s, r = divmod(n, m)
         if r == 0:  # one reshape: every segment holds s tokens
-            return q.unflatten(-2, (m, s)).mean(-2), k.unflatten(-2, (m, s)).mean(-2), None
+            # sum, then scale the small result: the backward of sum is a stride-0 expand, where mean's
+            # backward writes an N-sized quotient (a full pass over q and k in memory at large N)
+            return q.unflatten(-2, (m, s)).sum(-2) / s, k.unflatten(-2, (m, s)).sum(-2) / s, None
         sizes = torch.tensor([s] * (m - r) + [s + 1] * r, device=q.device, dtype=q.dtype)[:, None]
         return _segment_sums(q, m) / sizes, _segment_sums(k, m) / sizes, None
     valid = torch.ones(q.shape[0], n, dtype=torch.bool, device=q.device) if key_valid is None else key_valid
