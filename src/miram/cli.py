@@ -30,6 +30,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     "bench": {
         "attention": "miram.bench.attention:bench_attention",
         "loader": "miram.bench.loader:bench_loader",
+        "step": "miram.bench.step:bench_step",
     },
     "reconstruct": "miram.train.reconstruct:reconstruct_command",
     "predict": "miram.eval.predict:predict",
@@ -44,7 +45,7 @@ commands:
   pretrain --config FILE [overrides]    pre-train MIRAM, MAE or MoCo-v3 (LightningCLI)
   probe | finetune --config FILE        evaluate an encoder (linear probe / fine-tuning)
   compare RUN_DIR...                    paper-style table and figure from runs' summary.json
-  bench attention|loader                measured scaling tables
+  bench attention|step|loader           measured scaling tables
   reconstruct | predict | export        use a trained model
 
 `miram COMMAND --help` describes each command.
