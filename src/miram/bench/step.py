@@ -46,12 +46,20 @@ def build_model(
         raise ValueError(f"unknown method '{method}'; choose from {list(METHODS)}")
     if encoder not in VIT_PRESETS:
         raise ValueError(f"unknown encoder '{encoder}'; choose from {list(VIT_PRESETS)}")
-    decoder = {"depth": decoder_depth, "embed_dim": decoder_dim, "num_heads": decoder_heads}
-    scales = [ScaleConfig(factor=1, loss_region="masked", **decoder)]
+
+    def scale(factor: int, backend: str) -> ScaleConfig:
+        return ScaleConfig(
+            factor=factor, depth=decoder_depth, embed_dim=decoder_dim, num_heads=decoder_heads,
+            loss_region="masked" if factor == 1 else "all", attention=AttentionSpec(backend),
+        )  # fmt: skip
+
     backend = METHODS[method]
-    if backend is not None:
-        scales.append(ScaleConfig(factor=2, loss_region="all", attention=AttentionSpec(backend), **decoder))
-    vit = ViTConfig(img_size=(size, size), patch_size=patch_size, **VIT_PRESETS[encoder])
+    scales = [scale(1, "sdpa")] + ([scale(2, backend)] if backend is not None else [])
+    preset = VIT_PRESETS[encoder]
+    vit = ViTConfig(
+        img_size=(size, size), patch_size=patch_size,
+        embed_dim=preset["embed_dim"], depth=preset["depth"], num_heads=preset["num_heads"],
+    )  # fmt: skip
     return MaskedAutoencoder(MaskedAutoencoderConfig(encoder=vit, scales=scales))
 
 
