@@ -73,6 +73,8 @@ def test_normalize_standardises_with_the_cache_statistics(cache_dir: Path) -> No
     out = dm.normalize(raw)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(TypeError, match="uint16"):
+        dm.normalize(out)
 
 
 def test_every_batch_a_model_sees_is_normalised(cache_dir: Path) -> None:

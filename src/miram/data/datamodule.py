@@ -174,6 +174,8 @@ class MammoDataModule(L.LightningDataModule):
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint16 crops ``(B, 1, H, W)`` -> float32 standardised by the cache's intensity statistics."""
+        if images.dtype != torch.uint16:
+            raise TypeError(f"normalize takes the loader's uint16 crops, not {images.dtype}")
         stats = self.cache.stats
         scale, shift = 1.0 / (65535.0 * stats["std"]), stats["mean"] / stats["std"]
         if images.device.type == "cpu":
