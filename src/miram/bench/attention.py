@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from miram.bench.runner import autocast_for, resolve_device, run_isolated
+
 # Reference package of each approximation: (backend, import name, PyPI name).
 REFERENCES = {
     "nystrom": ("nystrom_attention", "nystrom-attention==0.0.14"),
@@ -84,32 +86,15 @@ def setup_point(
     torch.manual_seed(0)
     module = build_module(backend, impl, tokens, dim, heads, head_dim).to(device)
     x = torch.randn(batch, tokens, dim, device=device, requires_grad=True)
-    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
 
     def step() -> None:
         module.zero_grad(set_to_none=True)
         x.grad = None
-        with torch.autocast(
-            device_type=torch.device(device).type, dtype=low or torch.float32, enabled=low is not None
-        ):
+        with autocast_for(device, dtype):
             out = module(x)
         out.float().sum().backward()
 
     return step
-
-
-def _cpu_name() -> str:
-    """The CPU model (Linux ``/proc/cpuinfo``), or the platform's processor string."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "cpu"
 
 
 def _markdown(records: list[dict[str, Any]], tokens: list[int]) -> str:
@@ -217,17 +202,10 @@ def bench_attention(
     Returns:
         the records.
     """
-    from miram.bench.runner import run_isolated
 
     tokens = list(tokens)
     backends = backends or ["sdpa", "nystrom", "linformer", "performer"]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device_name = (
-        torch.cuda.get_device_name(device)
-        if device.startswith("cuda")
-        else f"{_cpu_name()}, {threads or torch.get_num_threads()} threads"
-    )
+    device, device_name = resolve_device(device, threads)
     common = {
         "dim": dim,
         "heads": heads,

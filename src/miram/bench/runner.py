@@ -29,6 +29,36 @@ import torch
 RESULT_PREFIX = "MIRAM_BENCH_RESULT "
 
 
+def cpu_name() -> str:
+    """The CPU model (Linux ``/proc/cpuinfo``), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "cpu"
+
+
+def resolve_device(device: str, threads: int | None) -> tuple[str, str]:
+    """``device`` with "auto" resolved (CUDA when available), and its name for the table headers."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        return device, torch.cuda.get_device_name(device)
+    return device, f"{cpu_name()}, {threads or torch.get_num_threads()} threads"
+
+
+def autocast_for(device: str, dtype: str) -> torch.autocast:
+    """The context a benchmarked step runs in: off for "fp32", autocast to "bf16" / "fp16" otherwise
+    (fp32 weights, the only way every reference package runs in low precision)."""
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+    return torch.autocast(torch.device(device).type, dtype=low or torch.float32, enabled=low is not None)
+
+
 def _current_rss_bytes() -> int:
     """Resident set size now (Linux ``/proc``; elsewhere the peak so far, a safe over-estimate)."""
     try:

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from miram.bench.runner import autocast_for, resolve_device, run_isolated
+
 # method -> attention backend of the x2 decoder (None: MAE, the input scale only)
 METHODS: dict[str, str | None] = {
     "mae": None,
@@ -82,13 +84,10 @@ def setup_step(
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     h, w = model.config.data_size
     images = torch.randn(batch, model.config.encoder.in_chans, h, w, device=device)
-    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(
-            device_type=torch.device(device).type, dtype=low or torch.float32, enabled=low is not None
-        ):
+        with autocast_for(device, dtype):
             out = model(images)
         out.loss.backward()
         optimizer.step()
@@ -163,20 +162,12 @@ def bench_step(
     Returns:
         the records.
     """
-    from miram.bench.attention import _cpu_name
-    from miram.bench.runner import run_isolated
 
     methods = list(methods or METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device_name = (
-        torch.cuda.get_device_name(device)
-        if device.startswith("cuda")
-        else f"{_cpu_name()}, {threads or torch.get_num_threads()} threads"
-    )
+    device, device_name = resolve_device(device, threads)
     records = []
     for size in sizes:
         for method in methods:
