@@ -10,12 +10,14 @@ import torch
 from miram.eval.finetune import layer_id, llrd_param_groups, mixup
 from miram.eval.knn import knn_probs
 from miram.eval.linear_probe import probe_head
-from miram.eval.metrics import (
-    authors_multilabel_metrics,
-    classification_metrics,
+from miram.eval.metrics import authors_multilabel_metrics, classification_metrics
+from miram.eval.tasks import (
+    aggregate_by_patient,
+    aggregate_seeds,
     evaluate_authors_multilabel,
+    mean_sd,
+    per_class_metrics,
 )
-from miram.eval.tasks import aggregate_by_patient, aggregate_seeds, mean_sd, per_class_metrics
 from miram.models.vit import ViTConfig, ViTEncoder
 
 TINY = ViTConfig(img_size=(64, 32), patch_size=8, embed_dim=32, depth=2, num_heads=2)

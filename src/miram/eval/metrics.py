@@ -98,21 +98,6 @@ def single_label_rows(target: Tensor) -> Tensor:
     return torch.where(target.sum(1, keepdim=True) == 1, target, torch.zeros_like(target))
 
 
-def evaluate_authors_multilabel(
-    probs: Tensor, target: Tensor, num_resamples: int = 1000, seed: int = 0
-) -> dict[str, dict[str, float]]:
-    """:func:`authors_multilabel_metrics` with 95 % bootstrap intervals (NaN when the set is too small)."""
-    point = authors_multilabel_metrics(probs, target)
-    try:
-        ci = bootstrap_ci(
-            probs, target, "multilabel", target.shape[1], num_resamples, seed=seed,
-            metrics_fn=authors_multilabel_metrics, class_target=single_label_rows(target),
-        )  # fmt: skip
-    except ValueError:
-        ci = {m: (math.nan, math.nan) for m in METRICS}
-    return {m: {"value": point[m], "lo": ci[m][0], "hi": ci[m][1]} for m in METRICS}
-
-
 def _has_all_classes(target: Tensor, task: Task, num_classes: int) -> bool:
     if task == "multilabel":
         positives = target.sum(0)
@@ -162,11 +147,24 @@ def bootstrap_ci(
 
 
 def evaluate(
-    probs: Tensor, target: Tensor, task: Task, num_classes: int = 2, num_resamples: int = 1000, seed: int = 0
+    probs: Tensor,
+    target: Tensor,
+    task: Task,
+    num_classes: int = 2,
+    num_resamples: int = 1000,
+    seed: int = 0,
+    metrics_fn: Callable[[Tensor, Tensor], dict[str, float]] | None = None,
+    class_target: Tensor | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Point estimates and 95 % bootstrap intervals: ``{metric: {"value", "lo", "hi"}}``."""
-    point = classification_metrics(probs, target, task, num_classes)
-    ci = bootstrap_ci(probs, target, task, num_classes, num_resamples, seed=seed)
+    """Point estimates and 95 % bootstrap intervals: ``{metric: {"value", "lo", "hi"}}``.
+
+    ``metrics_fn`` and ``class_target`` as in :func:`bootstrap_ci`.
+    """
+    point = (metrics_fn or (lambda p, t: classification_metrics(p, t, task, num_classes)))(probs, target)
+    ci = bootstrap_ci(
+        probs, target, task, num_classes, num_resamples, seed=seed, metrics_fn=metrics_fn,
+        class_target=class_target,
+    )  # fmt: skip
     return {m: {"value": point[m], "lo": ci[m][0], "hi": ci[m][1]} for m in METRICS}
 
 

@@ -18,8 +18,7 @@ from miram.eval.data import EvalDataModule, FeatureDataModule
 from miram.eval.figures import save_eval_figures
 from miram.eval.knn import knn_probs
 from miram.eval.lit_classifier import LitClassifier, LitProbe
-from miram.eval.metrics import evaluate_authors_multilabel
-from miram.eval.tasks import aggregate_by_patient, evaluate_safe, task_from_cache
+from miram.eval.tasks import aggregate_by_patient, evaluate_authors_multilabel, evaluate_safe, task_from_cache
 from miram.utils.rundir import git_commit
 
 

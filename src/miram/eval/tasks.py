@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -119,14 +119,34 @@ def aggregate_seeds(results: Sequence[dict[str, dict[str, float]]]) -> dict[str,
 
 
 def evaluate_safe(
-    probs: Tensor, target: Tensor, task: Task, num_classes: int, num_resamples: int = 1000, seed: int = 0
+    probs: Tensor,
+    target: Tensor,
+    task: Task,
+    num_classes: int,
+    num_resamples: int = 1000,
+    seed: int = 0,
+    metrics_fn: Callable[[Tensor, Tensor], dict[str, float]] | None = None,
+    class_target: Tensor | None = None,
 ) -> dict[str, dict[str, float]]:
     """:func:`miram.eval.metrics.evaluate`, with NaN intervals (not an error) when the test set is too small
     for the bootstrap to see every class."""
     from miram.eval.metrics import classification_metrics, evaluate
 
     try:
-        return evaluate(probs, target, task, num_classes, num_resamples, seed=seed)
+        return evaluate(probs, target, task, num_classes, num_resamples, seed, metrics_fn, class_target)
     except ValueError:
-        point = classification_metrics(probs, target, task, num_classes)
+        point = (metrics_fn or (lambda p, t: classification_metrics(p, t, task, num_classes)))(probs, target)
         return {m: {"value": v, "lo": math.nan, "hi": math.nan} for m, v in point.items()}
+
+
+def evaluate_authors_multilabel(
+    probs: Tensor, target: Tensor, num_resamples: int = 1000, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """:func:`miram.eval.metrics.authors_multilabel_metrics` with 95 % bootstrap intervals (NaN when the
+    test set is too small); the every-class check looks at the authors' single-label targets."""
+    from miram.eval.metrics import authors_multilabel_metrics, single_label_rows
+
+    return evaluate_safe(
+        probs, target, "multilabel", target.shape[1], num_resamples, seed,
+        metrics_fn=authors_multilabel_metrics, class_target=single_label_rows(target),
+    )  # fmt: skip
