@@ -36,11 +36,10 @@ def bench_loader(
     Returns:
         ``{"crops_per_s", "batches", "crops", "seconds", "workers", "size", "load_average"}`` (also printed).
     """
-    from miram.data.cache import Cache
     from miram.data.datamodule import CacheDataset, MammoDataModule, _worker_init
 
-    opened = Cache(cache)
-    normalize = MammoDataModule(cache).normalize
+    data = MammoDataModule(cache)
+    opened, normalize = data.cache, data.normalize
     indices = opened.indices(split)
     dataset = CacheDataset(opened, indices, (size, size), train=True)
     # Sampling with replacement keeps every batch full even for a cache smaller than one batch.
