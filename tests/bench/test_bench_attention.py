@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from miram.bench.attention import bench_attention
-from miram.bench.runner import measure, time_step
+from miram.bench.runner import measure, run_isolated, time_step
 
 
 def test_time_step_warms_up_then_repeats() -> None:
@@ -46,5 +46,16 @@ def test_bench_attention_writes_records(tmp_path: Path, capsys: pytest.CaptureFi
             assert "not installed" in r["error"]
             continue
         assert r["seconds"] > 0 and r["peak_mb"] >= 0, r
+        assert r["malloc"] == "reuse" and r["malloc_env"] == {"MALLOC_MMAP_THRESHOLD_": str(4 * 2**30)}
     assert png.stat().st_size > 0
     assert "| nystrom | 128 |" in capsys.readouterr().out
+
+
+def test_system_malloc_leaves_the_allocator_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    kwargs = {"backend": "sdpa", "impl": "miram", "tokens": 16, "dim": 32, "heads": 2, "head_dim": 16}
+    kwargs |= {"batch": 1, "dtype": "fp32", "device": "cpu"}
+    result = run_isolated("miram.bench.attention:setup_point", kwargs, repeats=1, malloc="system")
+    assert result["seconds"] > 0 and result["malloc_env"] == {}
+    with pytest.raises(ValueError, match="malloc must be one of"):
+        run_isolated("miram.bench.attention:setup_point", kwargs, malloc="jemalloc")

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from miram.attention.base import AttentionBackend, AttentionConfig, dropout_p
 from miram.attention.registry import register_backend
+from miram.attention.token_conv import token_conv_residual
 
 LandmarkLayout = Literal["unequal_segments", "pad_front_masked"]
 PinvInit = Literal["per_matrix", "global"]
@@ -250,5 +251,5 @@ class NystromAttention(AttentionBackend):
         if self.res_conv is not None:
             if key_padding_mask is not None:  # padded tokens must not leak in through the conv either
                 v = v.masked_fill(key_padding_mask.bool()[:, None, :, None], 0.0)
-            out = out + self.res_conv(v)
+            out = token_conv_residual(out, v, self.res_conv.weight)
         return out

@@ -177,6 +177,7 @@ def bench_attention(
     repeats: int = 3,
     budget_s: float = 60.0,
     threads: int | None = None,
+    malloc: str = "reuse",
     json: str | None = None,
     plot: str | None = None,
 ) -> list[dict[str, Any]]:
@@ -196,6 +197,9 @@ def bench_attention(
         repeats: timed calls per point after one warm-up; the median is reported.
         budget_s: per point, time fewer calls when the warm-up shows the repeats would exceed this.
         threads: torch intra-op threads per point (default: torch's default for the machine).
+        malloc: CPU allocator policy of each point's process: "reuse" keeps freed memory for the next
+            step, as PyTorch's CUDA caching allocator does; "system" is glibc's default, which returns
+            large blocks and page-faults them in again every step (see ``miram.bench.runner``).
         json: write the records (backend, impl, tokens, seconds, peak_mb, ...) to this path.
         plot: write a log-log plot of time against N to this PNG path.
 
@@ -222,20 +226,27 @@ def bench_attention(
                 impls.append("reference")
             for impl in impls:
                 record: dict[str, Any] = {"backend": backend, "impl": impl, "tokens": n, **common}
-                record["device_name"] = device_name
+                record["device_name"], record["malloc"] = device_name, malloc
                 if impl == "reference" and importlib.util.find_spec(REFERENCES[backend][0]) is None:
                     record.update(seconds=None, peak_mb=None, error=f"{REFERENCES[backend][1]} not installed")
                 else:
                     kwargs = {"backend": backend, "impl": impl, "tokens": n, **common}
                     result = run_isolated(
-                        "miram.bench.attention:setup_point", kwargs, 1, repeats, budget_s, None, threads
+                        "miram.bench.attention:setup_point",
+                        kwargs,
+                        1,
+                        repeats,
+                        budget_s,
+                        None,
+                        threads,
+                        malloc,
                     )
                     record.update({"seconds": None, "peak_mb": None, **result})
                 records.append(record)
                 status = record.get("error") or f"{record['seconds']:.4f} s, {record['peak_mb']:.1f} MB"
                 print(f"  {backend:>10} {impl:>9} N={n:>6}: {status}", flush=True)
     print(
-        f"\nattention forward+backward, {device_name}, {dtype}, batch {batch}, dim {dim}, "
+        f"\nattention forward+backward, {device_name}, {dtype}, malloc {malloc}, batch {batch}, dim {dim}, "
         f"{heads}x{head_dim} heads\n"
     )
     print(_markdown(records, tokens))

@@ -139,6 +139,7 @@ def bench_step(
     repeats: int = 3,
     budget_s: float = 120.0,
     threads: int | None = None,
+    malloc: str = "reuse",
     json: str | None = None,
 ) -> list[dict[str, Any]]:
     """Time one pre-training step (forward, backward, AdamW) and its peak memory per method and size.
@@ -157,6 +158,9 @@ def bench_step(
         repeats: timed steps per point after one warm-up; the median is reported.
         budget_s: per point, time fewer steps when the warm-up shows the repeats would exceed this.
         threads: torch intra-op threads per point (default: torch's default for the machine).
+        malloc: CPU allocator policy of each point's process: "reuse" keeps freed memory for the next
+            step, as PyTorch's CUDA caching allocator does; "system" is glibc's default, which returns
+            large blocks and page-faults them in again every step (see ``miram.bench.runner``).
         json: write the records (method, size, hr_tokens, seconds, peak_mb, ...) to this path.
 
     Returns:
@@ -176,15 +180,25 @@ def bench_step(
                 "decoder_depth": decoder_depth, "decoder_dim": decoder_dim, "decoder_heads": decoder_heads,
                 "batch": batch, "dtype": dtype, "device": device,
             }  # fmt: skip
-            result = run_isolated("miram.bench.step:setup_step", kwargs, 1, repeats, budget_s, None, threads)
+            result = run_isolated(
+                "miram.bench.step:setup_step", kwargs, 1, repeats, budget_s, None, threads, malloc
+            )
             hr_tokens = (2 * size // patch_size) ** 2
-            record = {"method": method, "size": size, "hr_tokens": hr_tokens, **kwargs, **result}
+            record = {
+                "method": method,
+                "size": size,
+                "hr_tokens": hr_tokens,
+                "malloc": malloc,
+                **kwargs,
+                **result,
+            }
             records.append(record)
             shown = f"{record['seconds']:.3f} s" if record.get("seconds") else record.get("error")
             print(f"{method:>16s} input {size}: {shown}, peak {record.get('peak_mb', float('nan')):.0f} MB")
     print(
-        f"\npre-training step (forward, backward, AdamW), {device_name}, {dtype}, batch {batch}, "
-        f"encoder {encoder}/{patch_size}, decoders {decoder_depth}x{decoder_dim}x{decoder_heads}\n"
+        f"\npre-training step (forward, backward, AdamW), {device_name}, {dtype}, malloc {malloc}, "
+        f"batch {batch}, encoder {encoder}/{patch_size}, "
+        f"decoders {decoder_depth}x{decoder_dim}x{decoder_heads}\n"
     )
     print(_markdown(records, list(sizes)))
     if json:
