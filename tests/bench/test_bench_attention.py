@@ -34,6 +34,7 @@ def test_bench_attention_writes_records(tmp_path: Path, capsys: pytest.CaptureFi
         head_dim=32,
         backends=["nystrom"],
         repeats=1,
+        rounds=2,
         json=str(out),
         plot=str(png),
     )
@@ -46,6 +47,7 @@ def test_bench_attention_writes_records(tmp_path: Path, capsys: pytest.CaptureFi
             assert "not installed" in r["error"]
             continue
         assert r["seconds"] > 0 and r["peak_mb"] >= 0, r
+        assert r["rounds"] == 2 and len(r["times"]) == 2 and r["seconds_min"] <= r["seconds"]
         assert r["malloc"] == "reuse" and r["malloc_env"] == {"MALLOC_MMAP_THRESHOLD_": str(4 * 2**30)}
     assert png.stat().st_size > 0
     assert "| nystrom | 128 |" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json as jsonlib
 import math
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,20 @@ def setup_point(
     return step
 
 
+def _combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record from the rounds of a point: medians of the rounds' medians, the overall minimum."""
+    failed = [r for r in rounds if "error" in r]
+    if failed or not rounds:
+        return failed[0] if failed else {"error": "not run"}
+    merged = dict(rounds[0])
+    for key in ("seconds", "cpu_seconds", "peak_mb"):
+        merged[key] = statistics.median(r[key] for r in rounds)
+    merged["seconds_min"] = min(r["seconds_min"] for r in rounds)
+    merged["times"] = [t for r in rounds for t in r["times"]]
+    merged["rounds"] = len(rounds)
+    return merged
+
+
 def _markdown(records: list[dict[str, Any]], tokens: list[int]) -> str:
     """The results as one Markdown table: ours next to the reference, with ratios."""
     by_key = {(r["backend"], r["impl"], r["tokens"]): r for r in records}
@@ -175,6 +190,7 @@ def bench_attention(
     dtype: str = "fp32",
     device: str = "auto",
     repeats: int = 3,
+    rounds: int = 3,
     budget_s: float = 60.0,
     threads: int | None = None,
     malloc: str = "reuse",
@@ -194,7 +210,10 @@ def bench_attention(
         include_reference: also run the reference package of each approximation.
         dtype: "fp32", or "bf16" / "fp16" under autocast.
         device: "cpu", "cuda" or "auto".
-        repeats: timed calls per point after one warm-up; the median is reported.
+        repeats: timed calls per process after one warm-up.
+        rounds: processes per point that has a reference, alternating ours and the reference; a point
+            reports the median of its rounds' median times (and the minimum over all calls), so one
+            slow moment of a shared machine does not decide a ratio.
         budget_s: per point, time fewer calls when the warm-up shows the repeats would exceed this.
         threads: torch intra-op threads per point (default: torch's default for the machine).
         malloc: CPU allocator policy of each point's process: "reuse" keeps freed memory for the next
@@ -221,27 +240,34 @@ def bench_attention(
     records: list[dict[str, Any]] = []
     for n in tokens:
         for backend in backends:
-            impls = ["miram"]
+            impls, missing = ["miram"], False
             if include_reference and backend in REFERENCES:
+                missing = importlib.util.find_spec(REFERENCES[backend][0]) is None
                 impls.append("reference")
+            results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
+            # A pair alternates which side goes first, so a drift in the machine's speed hits both.
+            for round_ in range(rounds if len(impls) == 2 else 1):
+                for impl in impls[::-1] if round_ % 2 else impls:
+                    if impl == "reference" and missing:
+                        results[impl] = [{"error": f"{REFERENCES[backend][1]} not installed"}]
+                        continue
+                    kwargs = {"backend": backend, "impl": impl, "tokens": n, **common}
+                    results[impl].append(
+                        run_isolated(
+                            "miram.bench.attention:setup_point",
+                            kwargs,
+                            1,
+                            repeats,
+                            budget_s,
+                            None,
+                            threads,
+                            malloc,
+                        )
+                    )
             for impl in impls:
                 record: dict[str, Any] = {"backend": backend, "impl": impl, "tokens": n, **common}
                 record["device_name"], record["malloc"] = device_name, malloc
-                if impl == "reference" and importlib.util.find_spec(REFERENCES[backend][0]) is None:
-                    record.update(seconds=None, peak_mb=None, error=f"{REFERENCES[backend][1]} not installed")
-                else:
-                    kwargs = {"backend": backend, "impl": impl, "tokens": n, **common}
-                    result = run_isolated(
-                        "miram.bench.attention:setup_point",
-                        kwargs,
-                        1,
-                        repeats,
-                        budget_s,
-                        None,
-                        threads,
-                        malloc,
-                    )
-                    record.update({"seconds": None, "peak_mb": None, **result})
+                record.update({"seconds": None, "peak_mb": None, **_combine(results[impl])})
                 records.append(record)
                 status = record.get("error") or f"{record['seconds']:.4f} s, {record['peak_mb']:.1f} MB"
                 print(f"  {backend:>10} {impl:>9} N={n:>6}: {status}", flush=True)
