@@ -35,6 +35,7 @@ def test_bench_attention_writes_records(tmp_path: Path, capsys: pytest.CaptureFi
         backends=["nystrom"],
         repeats=1,
         rounds=2,
+        malloc="reuse",
         json=str(out),
         plot=str(png),
     )
@@ -54,10 +55,10 @@ def test_bench_attention_writes_records(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_system_malloc_leaves_the_allocator_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1234")  # "system" means glibc's defaults, whatever is set
     kwargs = {"backend": "sdpa", "impl": "miram", "tokens": 16, "dim": 32, "heads": 2, "head_dim": 16}
     kwargs |= {"batch": 1, "dtype": "fp32", "device": "cpu"}
-    result = run_isolated("miram.bench.attention:setup_point", kwargs, repeats=1, malloc="system")
+    result = run_isolated("miram.bench.attention:setup_point", kwargs, repeats=1)  # default: system
     assert result["seconds"] > 0 and result["malloc_env"] == {}
     with pytest.raises(ValueError, match="malloc must be one of"):
         run_isolated("miram.bench.attention:setup_point", kwargs, malloc="jemalloc")

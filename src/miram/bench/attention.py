@@ -193,7 +193,7 @@ def bench_attention(
     rounds: int = 3,
     budget_s: float = 60.0,
     threads: int | None = None,
-    malloc: str = "reuse",
+    malloc: str = "system",
     json: str | None = None,
     plot: str | None = None,
 ) -> list[dict[str, Any]]:
@@ -216,9 +216,10 @@ def bench_attention(
             slow moment of a shared machine does not decide a ratio.
         budget_s: per point, time fewer calls when the warm-up shows the repeats would exceed this.
         threads: torch intra-op threads per point (default: torch's default for the machine).
-        malloc: CPU allocator policy of each point's process: "reuse" keeps freed memory for the next
-            step, as PyTorch's CUDA caching allocator does; "system" is glibc's default, which returns
-            large blocks and page-faults them in again every step (see ``miram.bench.runner``).
+        malloc: CPU allocator policy of each point's process: "system" (glibc's default, what an
+            unconfigured machine does: large blocks go back to the kernel and are page-faulted in again
+            every step) or "reuse" (freed memory stays for the next step, as PyTorch's CUDA caching
+            allocator keeps it); see ``miram.bench.runner``.
         json: write the records (backend, impl, tokens, seconds, peak_mb, ...) to this path.
         plot: write a log-log plot of time against N to this PNG path.
 

@@ -31,9 +31,10 @@ RESULT_PREFIX = "MIRAM_BENCH_RESULT "
 # glibc hands blocks above a (dynamic, <= 32 MB) threshold straight back to the kernel when they are
 # freed, so every step of a large configuration page-faults its activations in again: at 16,384 tokens
 # that is a third of an attention layer's time on a 2-core VM, and it grows faster than N. A GPU run has
-# no such cost (PyTorch's caching allocator keeps freed blocks). "reuse" raises the threshold so freed
-# memory stays in the heap and the next step reuses it, as the caching allocator does; "system" keeps
-# glibc's defaults. The setting is per child process and the same for every point of a run.
+# no such cost (PyTorch's caching allocator keeps freed blocks). "system" keeps glibc's defaults (what an
+# unconfigured machine does, and the commands' default); "reuse" raises the threshold so freed memory
+# stays in the heap for the next step, as the caching allocator does, which leaves the compute alone.
+# The setting is per child process and the same for every point of a run.
 MALLOC_ENV = {"reuse": {"MALLOC_MMAP_THRESHOLD_": str(4 * 2**30)}, "system": {}}
 
 
@@ -179,7 +180,7 @@ def run_isolated(
     budget_s: float | None = None,
     timeout_s: float | None = None,
     threads: int | None = None,
-    malloc: str = "reuse",
+    malloc: str = "system",
 ) -> dict[str, Any]:
     """Run :func:`measure` for ``target`` (``"module:setup"``) in a fresh Python process.
 
@@ -206,7 +207,7 @@ def run_isolated(
             capture_output=True,
             text=True,
             timeout=timeout_s,
-            env={**os.environ, **MALLOC_ENV[malloc]},
+            env={k: v for k, v in os.environ.items() if k not in MALLOC_ENV["reuse"]} | MALLOC_ENV[malloc],
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout_s} s"}

@@ -139,7 +139,7 @@ def bench_step(
     repeats: int = 3,
     budget_s: float = 120.0,
     threads: int | None = None,
-    malloc: str = "reuse",
+    malloc: str = "system",
     json: str | None = None,
 ) -> list[dict[str, Any]]:
     """Time one pre-training step (forward, backward, AdamW) and its peak memory per method and size.
@@ -158,9 +158,10 @@ def bench_step(
         repeats: timed steps per point after one warm-up; the median is reported.
         budget_s: per point, time fewer steps when the warm-up shows the repeats would exceed this.
         threads: torch intra-op threads per point (default: torch's default for the machine).
-        malloc: CPU allocator policy of each point's process: "reuse" keeps freed memory for the next
-            step, as PyTorch's CUDA caching allocator does; "system" is glibc's default, which returns
-            large blocks and page-faults them in again every step (see ``miram.bench.runner``).
+        malloc: CPU allocator policy of each point's process: "system" (glibc's default, what an
+            unconfigured machine does: large blocks go back to the kernel and are page-faulted in again
+            every step) or "reuse" (freed memory stays for the next step, as PyTorch's CUDA caching
+            allocator keeps it); see ``miram.bench.runner``.
         json: write the records (method, size, hr_tokens, seconds, peak_mb, ...) to this path.
 
     Returns:
