@@ -91,7 +91,7 @@ def test_nystrom_drops_fully_padded_landmarks() -> None:
 
 @pytest.mark.parametrize("mode", ["cast", "autocast"])
 def test_nystrom_bf16_long_sequence_is_finite(mode: str) -> None:
-    """N = 8192 in CI; the 65,536-token check is documented in docs/attention.md."""
+    """The kernel at N = 8192; whole layers at 65,536 tokens: test_long_bf16.py (slow tier)."""
     q, k, v = (torch.randn(1, 2, 8192, 32) for _ in range(3))
     expected = nystrom_attention(q, k, v)
     if mode == "cast":
