@@ -3,7 +3,7 @@
 ``out = attn + conv(v)`` where head h filters its values with its own length-K kernel along N
 (the same filter for every channel of the head), zero-padded at both ends. ``nn.Conv2d`` computes
 the same thing with a (K, 1) kernel, but on a CPU its backward is slow for strided ``v`` and grows
-faster than N (1024 → 16,384 tokens at 16 heads: ~20× the time for 16× the tokens), so this version
+faster than N (16 heads of 32, K = 33, 2 cores: 17 ms at 4,096 tokens, 224 ms at 16,384), so this version
 works on contiguous chunks of the sequence (each with a K // 2 halo, in cache) and fuses the add with
 the layout change the output projection needs: the result is a ``(B, H, N, Dh)`` view of a contiguous
 ``(B, N, H, Dh)`` tensor, so merging the heads afterwards is free.
