@@ -163,15 +163,18 @@ def _plot(records: list[dict[str, Any]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for backend in dict.fromkeys(r["backend"] for r in records):
+    # One colour per backend: ours solid, its reference package dashed in the same colour.
+    for i, backend in enumerate(dict.fromkeys(r["backend"] for r in records)):
         for impl, style in (("miram", "-o"), ("reference", "--s")):
             pts = [
                 (r["tokens"], r["seconds"]) for r in records if r["backend"] == backend and r["impl"] == impl
             ]
             pts = [(n, s) for n, s in pts if s]
             if pts:
-                ax.plot(*zip(*pts), style, label=f"{backend} ({impl})")
-    ax.set(xscale="log", yscale="log", xlabel="tokens N", ylabel="forward+backward s", title="attention")
+                ax.plot(*zip(*pts), style, color=f"C{i}", label=f"{backend} ({impl})")
+    first = records[0] if records else {}
+    title = f"attention, {first.get('dtype', '')}, malloc {first.get('malloc', '')}"
+    ax.set(xscale="log", yscale="log", xlabel="tokens N", ylabel="forward+backward s", title=title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
