@@ -62,3 +62,8 @@ def test_system_malloc_leaves_the_allocator_alone(monkeypatch: pytest.MonkeyPatc
     assert result["seconds"] > 0 and result["malloc_env"] == {}
     with pytest.raises(ValueError, match="malloc must be one of"):
         run_isolated("miram.bench.attention:setup_point", kwargs, malloc="jemalloc")
+
+
+def test_bench_attention_needs_a_round() -> None:
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        bench_attention(tokens=[16], rounds=0)

@@ -101,8 +101,8 @@ def setup_point(
 def _combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One record from the rounds of a point: medians of the rounds' medians, the overall minimum."""
     failed = [r for r in rounds if "error" in r]
-    if failed or not rounds:
-        return failed[0] if failed else {"error": "not run"}
+    if failed:
+        return failed[0]
     merged = dict(rounds[0])
     for key in ("seconds", "cpu_seconds", "peak_mb"):
         merged[key] = statistics.median(r[key] for r in rounds)
@@ -219,10 +219,8 @@ def bench_attention(
             slow moment of a shared machine does not decide a ratio.
         budget_s: per point, time fewer calls when the warm-up shows the repeats would exceed this.
         threads: torch intra-op threads per point (default: torch's default for the machine).
-        malloc: CPU allocator policy of each point's process: "system" (glibc's default, what an
-            unconfigured machine does: large blocks go back to the kernel and are page-faulted in again
-            every step) or "reuse" (freed memory stays for the next step, as PyTorch's CUDA caching
-            allocator keeps it); see ``miram.bench.runner``.
+        malloc: CPU allocator policy of each point's process, "system" or "reuse" (see
+            :data:`miram.bench.runner.MALLOC_ENV`).
         json: write the records (backend, impl, tokens, seconds, peak_mb, ...) to this path.
         plot: write a log-log plot of time against N to this PNG path.
 
@@ -230,6 +228,8 @@ def bench_attention(
         the records.
     """
 
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     tokens = list(tokens)
     backends = backends or ["sdpa", "nystrom", "linformer", "performer"]
     device, device_name = resolve_device(device, threads)
@@ -244,17 +244,16 @@ def bench_attention(
     records: list[dict[str, Any]] = []
     for n in tokens:
         for backend in backends:
-            impls, missing = ["miram"], False
+            results: dict[str, list[dict[str, Any]]] = {"miram": []}
             if include_reference and backend in REFERENCES:
-                missing = importlib.util.find_spec(REFERENCES[backend][0]) is None
-                impls.append("reference")
-            results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
+                installed = importlib.util.find_spec(REFERENCES[backend][0]) is not None
+                results["reference"] = (
+                    [] if installed else [{"error": f"{REFERENCES[backend][1]} not installed"}]
+                )
+            timed = [impl for impl, got in results.items() if not got]
             # A pair alternates which side goes first, so a drift in the machine's speed hits both.
-            for round_ in range(rounds if len(impls) == 2 else 1):
-                for impl in impls[::-1] if round_ % 2 else impls:
-                    if impl == "reference" and missing:
-                        results[impl] = [{"error": f"{REFERENCES[backend][1]} not installed"}]
-                        continue
+            for round_ in range(rounds if len(timed) == 2 else 1):
+                for impl in timed[::-1] if round_ % 2 else timed:
                     kwargs = {"backend": backend, "impl": impl, "tokens": n, **common}
                     results[impl].append(
                         run_isolated(
@@ -268,10 +267,10 @@ def bench_attention(
                             malloc,
                         )
                     )
-            for impl in impls:
+            for impl, got in results.items():
                 record: dict[str, Any] = {"backend": backend, "impl": impl, "tokens": n, **common}
                 record["device_name"], record["malloc"] = device_name, malloc
-                record.update({"seconds": None, "peak_mb": None, **_combine(results[impl])})
+                record.update({"seconds": None, "peak_mb": None, **_combine(got)})
                 records.append(record)
                 status = record.get("error") or f"{record['seconds']:.4f} s, {record['peak_mb']:.1f} MB"
                 print(f"  {backend:>10} {impl:>9} N={n:>6}: {status}", flush=True)

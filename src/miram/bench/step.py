@@ -158,10 +158,8 @@ def bench_step(
         repeats: timed steps per point after one warm-up; the median is reported.
         budget_s: per point, time fewer steps when the warm-up shows the repeats would exceed this.
         threads: torch intra-op threads per point (default: torch's default for the machine).
-        malloc: CPU allocator policy of each point's process: "system" (glibc's default, what an
-            unconfigured machine does: large blocks go back to the kernel and are page-faulted in again
-            every step) or "reuse" (freed memory stays for the next step, as PyTorch's CUDA caching
-            allocator keeps it); see ``miram.bench.runner``.
+        malloc: CPU allocator policy of each point's process, "system" or "reuse" (see
+            :data:`miram.bench.runner.MALLOC_ENV`).
         json: write the records (method, size, hr_tokens, seconds, peak_mb, ...) to this path.
 
     Returns:
