@@ -2,8 +2,14 @@
 
 Each command names ``module:function``; modules are imported only when their command runs, so
 ``miram --help`` stays fast. Plain functions are exposed through jsonargparse (typed signature = schema,
-``--print_config``, unknown keys are errors); training commands receive the raw argument list and build
-their own LightningCLI.
+``--help`` with defaults, ``--print_config``, ``--config``, unknown keys are errors); training commands
+receive the raw argument list and build their own LightningCLI. Both parsers share one convention:
+
+- ``--run``: the trained run (a run directory, a checkpoint file, or an exported ``.safetensors``) a command
+  reads; ``--out``: where it writes;
+- booleans are ``--flag true|false``; option names may be written with ``-`` or ``_``.
+
+An error is one line, ``miram: error: ...``; ``--debug`` (anywhere on the line) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -13,20 +19,24 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jsonargparse
+
+from miram import __version__
+
 # command -> "module:function", or command -> {subcommand -> "module:function"}.
 # Entries ending in "!" take the raw argument list (LightningCLI-based commands).
 COMMANDS: dict[str, str | dict[str, str]] = {
     "demo": "miram.demo:demo",
     "prepare": {
         "phantoms": "miram.data.phantom:prepare_phantoms",
-        "cbis-ddsm": "miram.data.cbis_ddsm:prepare_cbis_ddsm",
+        "cbis-ddsm": "miram.data.cbis_ddsm.prepare:prepare_cbis_ddsm",
         "folder": "miram.data.folder:prepare_folder",
         "npz": "miram.data.npz:prepare_npz",
     },
     "pretrain": "miram.train.cli:pretrain!",
     "probe": "miram.eval.cli:probe!",
     "finetune": "miram.eval.cli:finetune!",
-    "compare": "miram.eval.compare:compare_command!",
+    "compare": "miram.eval.compare:compare",
     "bench": {
         "attention": "miram.bench.attention:bench_attention",
         "loader": "miram.bench.loader:bench_loader",
@@ -34,7 +44,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
     },
     "reconstruct": "miram.train.reconstruct:reconstruct_command",
     "predict": "miram.eval.predict:predict",
-    "export": "miram.utils.export:export",
+    "export": "miram.checkpoints:export",
 }
 
 HELP = """usage: miram COMMAND [SUBCOMMAND] [options]
@@ -43,11 +53,13 @@ commands:
   demo                                  end-to-end MAE vs MIRAM on built-in phantoms (CPU, minutes)
   prepare phantoms|cbis-ddsm|folder|npz build a training cache (with a report of skipped inputs)
   pretrain --config FILE [overrides]    pre-train MIRAM, MAE or MoCo-v3 (LightningCLI)
-  probe | finetune --config FILE        evaluate an encoder (linear probe / fine-tuning)
-  compare RUN_DIR...                    paper-style table and figure from runs' summary.json
+  probe | finetune --config FILE --run RUN   evaluate an encoder (linear probe / fine-tuning)
+  compare --run RUN_DIR                 paper-style table and figure from runs' summary.json
   bench attention|step|loader           measured scaling tables
-  reconstruct | predict | export        use a trained model
+  reconstruct | predict | export --run RUN   use a trained model
 
+--run is the trained run a command reads (run directory, checkpoint or exported .safetensors);
+--out is where it writes. Booleans are `--flag true|false`. --debug shows tracebacks.
 `miram COMMAND --help` describes each command.
 """
 
@@ -72,12 +84,12 @@ def _underscore_options(args: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``miram`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
     if not args or args[0] in ("-h", "--help"):
         print(HELP)
         return 0
     if args[0] == "--version":
-        from miram import __version__
-
         print(__version__)
         return 0
     command, rest = args[0], args[1:]
@@ -92,12 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         entry, rest = entry[rest[0]], rest[1:]
     rest = _underscore_options(rest)
     func, raw = _resolve(entry)
-    if raw:
-        func(rest)
-        return 0
-    import jsonargparse
-
-    jsonargparse.CLI(func, args=rest, as_positional=False)  # type: ignore[attr-defined]
+    try:
+        if raw:
+            func(rest)
+        else:
+            jsonargparse.CLI(func, args=rest, as_positional=False)  # type: ignore[attr-defined]
+    except Exception as err:  # every failure reaches the user as one line unless --debug
+        if debug:
+            raise
+        print(f"miram: error: {err}  (--debug shows the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 

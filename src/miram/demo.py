@@ -1,8 +1,9 @@
 """``miram demo``: MAE vs MIRAM (Nystrom high-resolution decoder) on built-in phantoms, on the CPU.
 
 Steps: generate phantom lesion crops -> pre-train a tiny MAE and a tiny MIRAM with the same encoder,
-data and budget -> linear-probe both encoders (frozen features, BN + linear) on benign vs malignant ->
-print AUC, AP and accuracy with bootstrap 95 % confidence intervals, and where everything was written.
+data and budget -> linear-probe both encoders with ``miram probe`` (frozen features, BN + linear) on
+benign vs malignant -> print AUC, AP and accuracy with bootstrap 95 % confidence intervals, and where
+everything was written.
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from miram.checkpoints import read_encoder_config
+from miram.config import to_dict
 from miram.data.cache import Cache
-from miram.data.datamodule import MammoDataModule
 from miram.data.phantom import prepare_phantoms
-from miram.eval.features import extract_features
-from miram.eval.linear_probe import ProbeConfig, predict_probs, train_linear_probe
-from miram.eval.metrics import evaluate, format_ci
-from miram.eval.tasks import task_from_cache
-from miram.models.vit import ViTEncoder
+from miram.eval.cli import probe
+from miram.eval.metrics import format_ci
+from miram.models.vit import ViTConfig
 from miram.train.cli import pretrain
-from miram.utils.checkpoint import load_encoder
 
 METHODS = {"MAE": "mae_tiny.yaml", "MIRAM (Nystrom x2)": "miram_tiny_nystrom.yaml"}
 
@@ -32,24 +31,24 @@ def _config(name: str) -> str:
 
 
 def linear_probe_run(
-    encoder: ViTEncoder, cache: str, label: str = "pathology", workers: int = 2, seed: int = 0
+    out: str, cache: str, run: str | None = None, vit: ViTConfig | None = None, workers: int = 2
 ) -> dict[str, dict[str, float]]:
-    """Linear-probe a frozen encoder on ``label``: train split -> test split metrics with CIs."""
-    data = MammoDataModule(
+    """``miram probe`` (the demo's probe config) of a run's encoder, or of a random ``vit``: train split ->
+    test split metrics with bootstrap intervals."""
+    args = [
+        "--config",
+        _config("probe_tiny.yaml"),
+        "--data.cache",
         cache,
-        image_size=encoder.config.img_size,
-        batch_size=128,
-        num_workers=workers,
-        label=label,
-        pretrain_only=False,
-    )
-    spec = task_from_cache(data.cache, label)
-    train_x, train_y = extract_features(encoder, data.eval_loader("train"))
-    test_x, test_y = extract_features(encoder, data.eval_loader("test"))
-    head = train_linear_probe(
-        train_x, train_y, spec.task, spec.num_classes, ProbeConfig(epochs=100), seed=seed
-    )
-    return evaluate(predict_probs(head, test_x, spec.task), test_y, spec.task, spec.num_classes, seed=seed)
+        "--out",
+        out,
+        "--overwrite",
+        "true",
+    ]
+    args += ["--data.num_workers", str(workers)]
+    args += ["--run", run] if run is not None else ["--model.vit", json.dumps(to_dict(vit))]
+    metrics: dict[str, dict[str, float]] = probe(args)["metrics"]
+    return metrics
 
 
 def demo(
@@ -93,24 +92,23 @@ def demo(
                 str(workers),
                 "--trainer.max_epochs",
                 str(epochs),
-                "--run.root",
-                str(root / "runs"),
-                "--run.name",
-                name,
-                "--run.overwrite",
+                "--out",
+                str(root / "runs" / name),
+                "--overwrite",
                 "true",
             ]
         )
         results[method] = {"run_dir": str(run_dir)}
     console.rule("[bold]3/3 linear probe: benign vs malignant (test split)")
+    probes = root / "probes"
     for entry in results.values():
-        entry["probe"] = linear_probe_run(load_encoder(entry["run_dir"])[0], cache, workers=workers)
-    # The same encoder, untrained: what pre-training adds over random features.
-    scratch = load_encoder(results[next(iter(METHODS))]["run_dir"])[0]
-    scratch.load_state_dict(ViTEncoder(scratch.config).state_dict())
+        run = entry["run_dir"]
+        entry["probe"] = linear_probe_run(str(probes / Path(run).name), cache, run=run, workers=workers)
+    # The same encoder architecture, untrained: what pre-training adds over random features.
+    vit = read_encoder_config(results[next(iter(METHODS))]["run_dir"])
     results["scratch (random init)"] = {
         "run_dir": None,
-        "probe": linear_probe_run(scratch, cache, workers=workers),
+        "probe": linear_probe_run(str(probes / "scratch"), cache, vit=vit, workers=workers),
     }
 
     table = Table(title="Linear probe on phantoms, benign vs malignant (95 % bootstrap CI, 1000 resamples)")

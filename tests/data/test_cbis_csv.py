@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from miram.data.cbis_ddsm_csv import CsvError, Lesion, read_case_csv, read_case_csvs, split_descriptor
-from miram.data.cbis_ddsm_labels import cross_split_patients, lesion_labels, val_patients
+from miram.data.cbis_ddsm.case_csv import CsvError, Lesion, read_case_csv, read_case_csvs, split_descriptor
+from miram.data.cbis_ddsm.labels import cross_split_patients, lesion_labels, val_patients
 
 HEADER = (
     "patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,mass shape,"

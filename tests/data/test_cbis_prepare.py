@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from cbis_fakes import FakeLesion, standard_lesions, write_dicom
 
-from miram.data.cache import Cache, CacheError
-from miram.data.cbis_ddsm import PrepareError, prepare_cbis_ddsm
-from miram.data.cbis_ddsm_csv import CsvError
+from miram.data.cache import Cache, CacheError, PrepareError
+from miram.data.cbis_ddsm import prepare_cbis_ddsm
+from miram.data.cbis_ddsm.case_csv import CsvError
 
 Tree = Callable[..., tuple[Path, Path]]
 

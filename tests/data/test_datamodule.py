@@ -11,8 +11,8 @@ import torch
 
 from miram.data import cache as cache_module
 from miram.data.cache import Cache, CacheRecord, CacheWriter, LabelSpec
+from miram.data.crops import center_box, crop_resize
 from miram.data.datamodule import CacheDataset, MammoDataModule
-from miram.data.transforms import center_box, crop_resize
 
 
 def _textured(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -10,8 +10,7 @@ import pytest
 from cbis_fakes import synthetic_breast, write_dicom
 from PIL import Image
 
-from miram.data.cache import Cache, CacheError
-from miram.data.cbis_ddsm import PrepareError
+from miram.data.cache import Cache, CacheError, PrepareError
 from miram.data.folder import prepare_folder
 from miram.data.npz import prepare_npz
 

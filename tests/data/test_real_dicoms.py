@@ -11,7 +11,7 @@ from cbis_fakes import build_real_tree, real_cases
 from miram.data.breast import breast_mask, breast_side
 from miram.data.cache import Cache
 from miram.data.cbis_ddsm import prepare_cbis_ddsm
-from miram.data.cbis_ddsm_csv import read_case_csv
+from miram.data.cbis_ddsm.case_csv import read_case_csv
 from miram.data.dicom import laterality, read_dicom, view
 
 pytestmark = pytest.mark.realdata

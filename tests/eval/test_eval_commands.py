@@ -57,18 +57,15 @@ def common(root: Path, name: str, label: str) -> list[str]:
         "false",
         "--trainer.enable_model_summary",
         "false",
-        "--run.root",
-        str(root / "runs"),
-        "--run.name",
-        name,
+        "--out",
+        str(root / "runs" / name),
         "--model.num_resamples",
         "20",
     ]
 
 
 def test_export_round_trip(workdir: Path) -> None:
-    from miram.utils.checkpoint import load_encoder
-    from miram.utils.export import export, load_exported
+    from miram.checkpoints import export, load_encoder, load_exported
 
     path = export(str(workdir / "moco.ckpt"), str(workdir / "encoder"))
     original, _ = load_encoder(workdir / "moco.ckpt")
@@ -79,14 +76,14 @@ def test_export_round_trip(workdir: Path) -> None:
 
 
 def test_probe_finetune_compare_predict(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from miram.cli import main
     from miram.eval.cli import finetune, probe
-    from miram.eval.compare import compare_command
     from miram.eval.predict import predict
 
     s = probe(
         [
             *common(workdir, "probe", "pathology"),
-            "--model.encoder",
+            "--run",
             str(workdir / "moco.ckpt"),
             "--trainer.max_epochs",
             "2",
@@ -102,13 +99,13 @@ def test_probe_finetune_compare_predict(workdir: Path, capsys: pytest.CaptureFix
 
     export_path = workdir / "encoder.safetensors"
     if not export_path.exists():
-        from miram.utils.export import export
+        from miram.checkpoints import export
 
         export(str(workdir / "moco.ckpt"), str(workdir / "encoder"))
     f = finetune(
         [
             *common(workdir, "finetune", "type_pathology"),
-            "--model.encoder",
+            "--run",
             str(export_path),
             "--trainer.max_epochs",
             "1",
@@ -120,7 +117,7 @@ def test_probe_finetune_compare_predict(workdir: Path, capsys: pytest.CaptureFix
     )
     assert f["kind"] == "finetune" and f["task"] == "multiclass" and len(f["per_class"]["auroc"]) == 4
 
-    compare_command([str(workdir / "runs"), "--out", str(workdir / "cmp")])
+    assert main(["compare", "--run", str(workdir / "runs"), "--out", str(workdir / "cmp")]) == 0
     table = (workdir / "cmp" / "compare.md").read_text()
     assert "probe, `pathology`" in table and "finetune, `type_pathology`" in table
     assert (workdir / "cmp" / "compare.png").exists()
@@ -132,8 +129,7 @@ def test_probe_finetune_compare_predict(workdir: Path, capsys: pytest.CaptureFix
 
 
 def test_load_encoder_reads_exported_files(workdir: Path) -> None:
-    from miram.utils.checkpoint import load_encoder
-    from miram.utils.export import export
+    from miram.checkpoints import export, load_encoder
 
     path = export(str(workdir / "moco.ckpt"), str(workdir / "again"))
     encoder, meta = load_encoder(path)

@@ -7,17 +7,16 @@ import math
 import pytest
 import torch
 
+from miram.eval.aggregate import aggregate_by_patient, aggregate_seeds, mean_sd
 from miram.eval.finetune import layer_id, llrd_param_groups, mixup
 from miram.eval.knn import knn_probs
-from miram.eval.linear_probe import probe_head
-from miram.eval.metrics import authors_multilabel_metrics, classification_metrics
-from miram.eval.tasks import (
-    aggregate_by_patient,
-    aggregate_seeds,
+from miram.eval.metrics import (
+    authors_multilabel_metrics,
+    classification_metrics,
     evaluate_authors_multilabel,
-    mean_sd,
     per_class_metrics,
 )
+from miram.eval.probe import probe_head
 from miram.models.vit import ViTConfig, ViTEncoder
 
 TINY = ViTConfig(img_size=(64, 32), patch_size=8, embed_dim=32, depth=2, num_heads=2)
@@ -109,7 +108,8 @@ def test_aggregation_over_patients_and_seeds() -> None:
 
 
 def test_finetune_and_probe_heads_per_task() -> None:
-    from miram.eval.lit_classifier import LitFinetune, LitProbe
+    from miram.eval.finetune import LitFinetune
+    from miram.eval.probe import LitProbe
 
     vit = {"img_size": [64, 32], "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
     images = torch.randn(4, 1, 64, 32)

@@ -6,12 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from miram.checkpoints import load_encoder
 from miram.train.cli import pretrain
-from miram.utils.checkpoint import load_encoder
 from tests.train.conftest import DEMO_CONFIGS
 
 
 def _args(config: str, cache: str, root: Path, *extra: str) -> list[str]:
+    """Arguments of a run under ``root``; its directory is ``root/<config stem>`` unless ``--out`` is in
+    ``extra``."""
+    out = [] if "--out" in extra else ["--out", str(root / Path(config).stem)]
     return [
         "--config",
         str(DEMO_CONFIGS / config),
@@ -21,8 +24,7 @@ def _args(config: str, cache: str, root: Path, *extra: str) -> list[str]:
         "0",
         "--data.batch_size",
         "8",
-        "--run.root",
-        str(root),
+        *out,
         "--trainer.enable_progress_bar",
         "false",
         *extra,
@@ -30,9 +32,14 @@ def _args(config: str, cache: str, root: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.parametrize("config", ["mae_tiny.yaml", "miram_tiny_nystrom.yaml"])
-def test_pretrain_fast_dev_run_from_config(config: str, phantom_cache: str, tmp_path: Path) -> None:
-    run = pretrain(_args(config, phantom_cache, tmp_path, "--trainer.fast_dev_run", "true"))
-    assert run == tmp_path / Path(config).stem
+def test_pretrain_fast_dev_run_from_config(
+    config: str, phantom_cache: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = _args(config, phantom_cache, tmp_path, "--trainer.fast_dev_run", "true")
+    i = args.index("--out")
+    run = pretrain(args[:i] + args[i + 2 :])  # no --out: runs/<config stem>
+    assert run == Path("runs") / Path(config).stem
 
 
 def test_pretrain_writes_a_complete_run_directory(phantom_cache: str, tmp_path: Path) -> None:
@@ -45,8 +52,8 @@ def test_pretrain_writes_a_complete_run_directory(phantom_cache: str, tmp_path: 
             "1",
             "--trainer.limit_train_batches",
             "2",
-            "--run.name",
-            "r1",
+            "--out",
+            str(tmp_path / "r1"),
         )
     )
     for name in (

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 from miram.attention.base import AttentionBackend, AttentionConfig
 from miram.attention.registry import (
     AttentionSpec,
@@ -12,19 +10,6 @@ from miram.attention.registry import (
     list_backends,
     register_backend,
 )
-
-# Imported on first registry use rather than at package import, so importing miram stays cheap.
-_BUILTIN = ("sdpa", "softmax", "nystrom", "linformer", "performer")
-
-
-def _load_builtin_backends() -> None:
-    for name in _BUILTIN:
-        try:
-            importlib.import_module(f"miram.attention.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"miram.attention.{name}":
-                raise
-
 
 __all__ = [
     "AttentionBackend",

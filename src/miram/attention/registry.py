@@ -1,7 +1,10 @@
-"""Name -> backend class. Filled by ``@register_backend`` in explicitly imported modules."""
+"""Name -> backend class. Filled by ``@register_backend`` when a backend's module is imported; the built-in
+modules are imported on first use of the registry rather than at package import, so importing miram stays
+cheap."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -9,6 +12,7 @@ from typing import Any, TypeVar
 from miram.attention.base import AttentionBackend, build_config
 
 _BACKENDS: dict[str, type[AttentionBackend]] = {}
+_BUILTIN = ("sdpa", "softmax", "nystrom", "linformer", "performer")
 
 B = TypeVar("B", bound=type[AttentionBackend])
 
@@ -39,10 +43,13 @@ class AttentionSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def _load_builtin_backends() -> None:
+    for name in _BUILTIN:
+        importlib.import_module(f"miram.attention.{name}")
+
+
 def get_backend(name: str) -> type[AttentionBackend]:
     """The class registered under ``name``."""
-    from miram.attention import _load_builtin_backends
-
     _load_builtin_backends()
     if name not in _BACKENDS:
         raise KeyError(f"unknown attention backend '{name}'; available: {sorted(_BACKENDS)}")
@@ -51,8 +58,6 @@ def get_backend(name: str) -> type[AttentionBackend]:
 
 def list_backends() -> list[str]:
     """Names of all registered backends."""
-    from miram.attention import _load_builtin_backends
-
     _load_builtin_backends()
     return sorted(_BACKENDS)
 

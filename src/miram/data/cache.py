@@ -13,6 +13,7 @@ resumes by skipping keys already present; ``cache.json`` and ``manifest.jsonl`` 
 directory without them is never mistaken for a finished cache. Sources that decode in worker processes
 write the pixels there (:func:`atomic_save_npy` into :meth:`CacheWriter.record_path`) and a per-job
 journal entry (:func:`save_job`) after them; a resumed run reads the journal instead of decoding again.
+Every ``prepare`` command stops with :class:`PrepareError` on a bad input it is told not to skip.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class CacheRecord:
     pretrain: bool = True
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+class PrepareError(RuntimeError):
+    """``prepare`` stopped on a bad input (``on_error=fail``) or found nothing usable."""
 
 
 class CacheError(RuntimeError):

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from miram.data.cache import Cache, CacheError
-from miram.data.transforms import center_box, crop_resize, random_resized_box
+from miram.data.crops import center_box, crop_resize, random_resized_box
 
 
 class CacheDataset(Dataset[tuple[Tensor, Tensor]]):

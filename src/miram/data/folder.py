@@ -22,9 +22,10 @@ from typing import Literal
 
 import numpy as np
 
-from miram.data.cache import CacheRecord, CacheWriter, LabelSpec, atomic_save_npy, save_job
-from miram.data.cbis_ddsm import PrepareError
-from miram.data.images import RASTER_SUFFIXES, ImageError, read_image, resize_max
+from miram.data.cache import CacheRecord, CacheWriter, LabelSpec, PrepareError, atomic_save_npy, save_job
+from miram.data.crops import resize_max
+from miram.data.dicom import DicomError, read_header
+from miram.data.images import RASTER_SUFFIXES, ImageError, read_image
 from miram.data.parallel import run_parallel
 
 SUFFIXES = (*RASTER_SUFFIXES, ".dcm", ".dicom")
@@ -49,8 +50,6 @@ def _key(rel: str) -> str:
 
 def _patient(path: Path) -> str:
     if path.suffix.lower() in (".dcm", ".dicom"):
-        from miram.data.dicom import DicomError, read_header
-
         try:
             pid = str(read_header(path).get("PatientID", "") or "")
             if pid:

@@ -1,4 +1,4 @@
-"""Image files of any supported kind → uint16 ``(H, W)``, plus the crop and resize helpers of ``prepare``.
+"""Image files of any supported kind → uint16 ``(H, W)``; reading only (crops: :mod:`miram.data.crops`).
 
 PNG (8- or 16-bit), JPEG and DICOM are read; 8-bit data are scaled by 257 so that 255 → 65535 and every
 source shares the cache's uint16 range. Colour images are converted to luminance (ITU-R 601).
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miram.data.dicom import DicomError, read_dicom
+from miram.data.dicom import DicomError, read_dicom, read_header
 
 DICOM_SUFFIXES = (".dcm", ".dicom", "")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -95,57 +95,8 @@ def image_shape(path: str | Path) -> tuple[int, int]:
                 return im.size[1], im.size[0]
         except (UnidentifiedImageError, OSError) as e:
             raise ImageError(f"{p}: not a readable image ({e})") from e
-    from miram.data.dicom import read_header
-
     try:
         ds = read_header(p)
     except DicomError as e:
         raise ImageError(str(e)) from e
     return int(ds.Rows), int(ds.Columns)
-
-
-def square_box(
-    y0: int, y1: int, x0: int, x1: int, context: float = 0.0, min_side: int = 0
-) -> tuple[int, int, int]:
-    """Square around a box (end-exclusive), centred on it.
-
-    Args:
-        y0, y1, x0, x1: the box.
-        context: margin added on each side as a fraction of the box's longer side (0 = paper.md §5.1).
-        min_side: lower bound on the side.
-
-    Returns:
-        ``(top, left, side)``; may extend past the image (callers zero-pad).
-    """
-    side = max(y1 - y0, x1 - x0)
-    side = max(int(round(side * (1.0 + 2.0 * context))), min_side, 1)
-    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
-    return int(np.floor(cy - side / 2.0)), int(np.floor(cx - side / 2.0)), side
-
-
-def crop_padded(image: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
-    """``image[top:top+height, left:left+width]`` with zeros where the window leaves the image."""
-    out = np.zeros((height, width), dtype=image.dtype)
-    h, w = image.shape
-    sy0, sx0 = max(top, 0), max(left, 0)
-    sy1, sx1 = min(top + height, h), min(left + width, w)
-    if sy1 > sy0 and sx1 > sx0:
-        out[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = image[sy0:sy1, sx0:sx1]
-    return out
-
-
-def resize_max(image: np.ndarray, max_size: int | None) -> tuple[np.ndarray, float]:
-    """Downscale (area filter) so the longest side is at most ``max_size``; never upscales.
-
-    Returns:
-        ``(uint16 image, scale)`` with scale = new / old size (1.0 when unchanged).
-    """
-    h, w = image.shape
-    if not max_size or max(h, w) <= max_size:
-        return image, 1.0
-    from PIL import Image
-
-    scale = max_size / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    resized = Image.fromarray(image.astype(np.float32)).resize(size, Image.Resampling.BOX)
-    return np.clip(np.rint(np.asarray(resized)), 0, 65535).astype(np.uint16), scale

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miram.data.cache import CacheRecord, CacheWriter, LabelSpec
-from miram.data.cbis_ddsm import PrepareError
+from miram.data.cache import CacheRecord, CacheWriter, LabelSpec, PrepareError
 from miram.data.images import ImageError, to_uint16_array
 
 SPLITS = ("train", "val", "test")

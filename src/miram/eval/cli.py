@@ -1,13 +1,12 @@
 """``miram probe`` and ``miram finetune``: LightningCLI over the evaluation modules and the labelled cache.
 
-Each run writes one directory ``<run.root>/<run.name>`` (as ``miram pretrain`` does): ``config.yaml``,
-``checkpoints/`` (``best.ckpt`` by validation macro AUROC, ``last.ckpt``), ``metrics.csv``, ``figures/``
-(confusion matrix, ROC, PR) and ``summary.json`` with the test metrics and bootstrap 95 % intervals.
-The task (binary / multiclass / multilabel, number of classes) is read from the cache's label column, and
-the input size from the encoder checkpoint, so a command line needs only the encoder, cache and label::
+Each run writes one directory, ``--out`` (as ``miram pretrain`` does): ``config.yaml``, ``checkpoints/``
+(``best.ckpt`` by validation macro AUROC, ``last.ckpt``), ``metrics.csv``, ``figures/`` (confusion matrix,
+ROC, PR) and ``summary.json`` with the test metrics and bootstrap 95 % intervals. The encoder under
+evaluation is ``--run``. Derived values are linked, not typed in: the task and class count come from the
+cache's label column, the input size from the encoder, so a command line needs only the run, cache and label::
 
-    miram probe --config configs/paper/probe.yaml --model.encoder runs/mae \\
-        --data.cache CACHE --data.label pathology
+    miram probe --config configs/paper/probe.yaml --run runs/mae --data.cache CACHE --data.label pathology
 """
 
 from __future__ import annotations
@@ -16,21 +15,62 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser
 
+from miram.checkpoints import read_encoder_config
+from miram.config import from_dict
+from miram.data.cache import Cache
+from miram.eval.classifier import LitClassifier
 from miram.eval.data import EvalDataModule
-from miram.eval.lit_classifier import LitClassifier, LitFinetune, LitProbe
+from miram.eval.finetune import LitFinetune
+from miram.eval.probe import LitProbe
 from miram.eval.runner import fit_and_test
-from miram.eval.tasks import task_from_cache
+from miram.eval.tasks import TaskSpec, task_from_cache
+from miram.models.vit import ViTConfig
 from miram.train.cli import RunDirCLI
 
 
+def _task(cache: str, label: str) -> TaskSpec:
+    return task_from_cache(Cache(cache), label)
+
+
+def _image_size(run: str | None, vit: Any) -> tuple[int, int]:
+    """The encoder's input size: from the run, else from ``model.vit``, else the ViTConfig default."""
+    if run is not None:
+        config = read_encoder_config(run)
+    elif vit is not None:
+        config = from_dict(ViTConfig, dict(vit))
+    else:
+        config = ViTConfig()
+    h, w = config.img_size
+    return int(h), int(w)
+
+
 class EvalCLI(RunDirCLI):
-    """RunDirCLI plus evaluation options; fills the task and input size in from the cache and encoder."""
+    """RunDirCLI plus the encoder under evaluation (``--run``), evaluation options (``--eval.*``) and the
+    values derived from the cache and the encoder."""
+
+    monitor, mode = "val/auroc", "max"
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
+        parser.add_argument(
+            "--run",
+            type=str | None,
+            default=None,
+            help="encoder to evaluate: a miram run directory, checkpoint or exported .safetensors "
+            "(none: model.weights or model.vit from scratch)",
+        )
+        parser.link_arguments("run", "model.encoder")
+        parser.link_arguments(
+            ("data.cache", "data.label"), "model.task", compute_fn=lambda c, lb: _task(c, lb).task
+        )
+        parser.link_arguments(
+            ("data.cache", "data.label"),
+            "model.num_classes",
+            compute_fn=lambda c, lb: _task(c, lb).num_classes,
+        )
+        parser.link_arguments(("run", "model.vit"), "data.image_size", compute_fn=_image_size)
         parser.add_argument("--eval.group", type=str | None, default=None, help="row name in `miram compare`")
         parser.add_argument(
             "--eval.augment", type=bool, default=False, help="probe: augmented images, not cached features"
@@ -40,28 +80,6 @@ class EvalCLI(RunDirCLI):
         )
         parser.add_argument("--eval.knn_k", type=int, default=20, help="probe: kNN neighbours (0 = off)")
 
-    def before_instantiate_classes(self) -> None:
-        super().before_instantiate_classes()
-        cfg = self.config
-        from miram.data.cache import Cache
-
-        spec = task_from_cache(Cache(cfg.data.cache), cfg.data.label)
-        cfg.model.task, cfg.model.num_classes = spec.task, spec.num_classes
-        if cfg.model.encoder is not None:
-            from miram.eval.finetune import open_encoder
-
-            encoder, _ = open_encoder(cfg.model.encoder)
-            cfg.data.image_size = tuple(encoder.config.img_size)
-        elif cfg.model.vit is not None and "img_size" in dict(cfg.model.vit):
-            cfg.data.image_size = tuple(dict(cfg.model.vit)["img_size"])
-
-
-def _callbacks() -> list[Any]:
-    return [
-        # RunDirCLI adds the progress bar unless --trainer.enable_progress_bar false
-        ModelCheckpoint(filename="best", monitor="val/auroc", mode="max", save_last=True, save_top_k=1),
-    ]
-
 
 def _run(model_class: type[LitClassifier], argv: Sequence[str] | None, description: str) -> dict[str, Any]:
     cli = EvalCLI(
@@ -70,7 +88,7 @@ def _run(model_class: type[LitClassifier], argv: Sequence[str] | None, descripti
         run=False,
         args=list(sys.argv[1:] if argv is None else argv),
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": _callbacks(), "log_every_n_steps": 10},
+        trainer_defaults={"log_every_n_steps": 10},
         parser_kwargs={"description": description},
     )
     e = cli.config.eval

@@ -1,4 +1,4 @@
-"""``miram compare RUN_DIR...``: the paper-style table (method x metric, with intervals) and a figure.
+"""``miram compare --run RUN_DIR``: the paper-style table (method x metric, with intervals) and a figure.
 
 Reads ``summary.json`` of evaluation runs (directories are searched recursively), groups runs by
 (protocol, label, group) and reports one seed as ``value [95 % CI]`` and several seeds as
@@ -12,8 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from miram.eval.aggregate import aggregate_seeds
 from miram.eval.metrics import METRICS
-from miram.eval.tasks import aggregate_seeds
 
 NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Bal. acc.", "auroc": "Macro AUC", "ap": "Macro AP"}
 
@@ -98,7 +98,7 @@ def save_figure(table: dict[tuple[str, str, str], dict[str, Any]], out: Path, me
 
 
 def compare(
-    runs: list[str],
+    run: list[str] | str,
     out: str | None = None,
     per_patient: bool = False,
     knn: bool = False,
@@ -107,7 +107,8 @@ def compare(
     """Print the comparison table of evaluation runs, and write ``compare.md`` / ``compare.png`` to ``out``.
 
     Args:
-        runs: run directories (or parents of them) holding ``summary.json``.
+        run: evaluation run directories (or parents of them) holding ``summary.json``: one path, or several
+            as ``--run A --run+ B`` or ``--run [A,B]``.
         out: directory for ``compare.md`` and ``compare.png``; nothing written when None.
         per_patient: tabulate the per-patient metrics instead of per-image ones.
         knn: tabulate the kNN metrics of probe runs instead.
@@ -117,6 +118,7 @@ def compare(
     Returns:
         The Markdown table.
     """
+    runs = [run] if isinstance(run, str) else list(run)
     summaries = load_summaries(runs)
     if not summaries:
         raise SystemExit(f"miram compare: no probe/finetune summary.json under {runs}")
@@ -137,22 +139,3 @@ def compare(
         (Path(out) / "compare.md").write_text(text)
         save_figure(table, Path(out) / "compare.png")
     return text
-
-
-def compare_command(argv: list[str]) -> None:
-    """``miram compare RUN_DIR... [--out DIR] [--per_patient] [--knn] [--authors_scoring]``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="miram compare",
-        description="Paper-style table (method x metric, CIs) and figure from summary.json files.",
-    )
-    parser.add_argument("runs", nargs="+", help="run directories or their parents")
-    parser.add_argument("--out", default=None, help="directory for compare.md and compare.png")
-    parser.add_argument("--per_patient", action="store_true", help="per-patient metrics")
-    parser.add_argument("--knn", action="store_true", help="kNN metrics of probe runs")
-    parser.add_argument(
-        "--authors_scoring", action="store_true", help="multi-label runs scored as the authors' code does"
-    )
-    a = parser.parse_args(argv)
-    compare(a.runs, a.out, a.per_patient, a.knn, a.authors_scoring)

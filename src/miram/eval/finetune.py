@@ -1,4 +1,5 @@
-"""Fine-tuning building blocks: the encoder source, layer-wise learning-rate decay groups and mixup.
+"""Full fine-tuning of an encoder with a linear head (MAE / the MIRAM paper's recipe): layer-wise
+learning-rate decay, drop-path, mixup, warm-up + cosine.
 
 Layer-wise decay follows BEiT / MAE fine-tuning: parameter groups whose learning rate is scaled by
 ``decay ** (depth + 1 - layer)``, where the patch embedding, cls token and position table are layer 0,
@@ -7,66 +8,14 @@ block ``i`` is layer ``i + 1`` and the final norm and head are layer ``depth + 1
 
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from miram.eval.classifier import LitClassifier, build_encoder, warmup_cosine_schedule
+from miram.eval.metrics import Task
 from miram.models.vit import ViTConfig, ViTEncoder
-from miram.utils.config import from_dict
-
-
-def open_encoder(path: str | Path) -> tuple[ViTEncoder, dict[str, Any]]:
-    """A trained encoder and its metadata from a miram checkpoint, run directory or exported
-    ``.safetensors`` (see :mod:`miram.utils.export`)."""
-    if Path(path).suffix == ".safetensors":
-        from miram.utils.export import load_exported
-
-        return load_exported(path)
-    from miram.utils.checkpoint import load_encoder
-
-    return load_encoder(path)
-
-
-def build_encoder(
-    encoder: str | None = None,
-    weights: str | None = None,
-    vit: ViTConfig | dict[str, Any] | None = None,
-    drop_path_rate: float | None = None,
-    global_pool: Literal["cls", "mean"] | None = None,
-) -> tuple[ViTEncoder, str]:
-    """The encoder to evaluate, and a short description of where it came from.
-
-    Args:
-        encoder: miram checkpoint, run directory or exported ``.safetensors``; None for ``vit`` from scratch.
-        weights: published weights (official MAE, timm, Hugging Face ViTMAE) loaded into ``vit``.
-        vit: architecture for ``weights`` or scratch (ignored when ``encoder`` is given).
-        drop_path_rate: overrides the architecture's stochastic depth.
-        global_pool: overrides the pooling of :meth:`ViTEncoder.forward`.
-    """
-    source = "scratch"
-    if encoder is not None:
-        loaded, meta = open_encoder(encoder)
-        config, state, source = loaded.config, loaded.state_dict(), f"{meta.get('method', '?')}:{encoder}"
-    else:
-        config = from_dict(ViTConfig, vit) if vit is not None else ViTConfig()
-        state = None
-    overrides: dict[str, Any] = {}
-    if drop_path_rate is not None:
-        overrides["drop_path_rate"] = drop_path_rate
-    if global_pool is not None:
-        overrides["global_pool"] = global_pool
-    model = ViTEncoder(replace(config, **overrides))
-    if state is not None:
-        model.load_state_dict(state)
-    if weights is not None:
-        from miram.utils.weights import load_pretrained
-
-        load_pretrained(model, weights)
-        source = f"weights:{weights}"
-    return model, source
 
 
 def layer_id(name: str, depth: int) -> int:
@@ -121,3 +70,77 @@ def mixup(
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
     perm = torch.randperm(images.shape[0], generator=generator).to(images.device)
     return lam * images + (1 - lam) * images[perm], target, target[perm], lam
+
+
+class LitFinetune(LitClassifier):
+    """Full fine-tuning of the encoder with a linear head (MAE / the MIRAM paper's recipe).
+
+    Args:
+        task: binary | multiclass | multilabel.
+        num_classes: classes or labels.
+        encoder: miram checkpoint, run directory or exported encoder; None for ``vit`` from scratch.
+        weights: published weights loaded into ``vit``.
+        vit: architecture when ``encoder`` is None.
+        pool: mean (paper) | cls pooling.
+        drop_path_rate: stochastic depth of the encoder.
+        optimizer: adamw, or adam with L2 weight decay (the paper's code).
+        lr: peak learning rate of the head; layer ``l`` gets ``lr * layer_decay ** (depth + 1 - l)``.
+        layer_decay: layer-wise learning-rate decay (1 = off).
+        weight_decay: weight decay (none on biases, norms, tokens).
+        warmup_epochs: linear warm-up, then half-cycle cosine to 0, per step.
+        mixup_alpha: Beta(alpha, alpha) mixup of training batches; 0 = off.
+        head_init_std: truncated-normal std of the head weights (MAE: 2e-5).
+        class_weighted: inverse-frequency loss weights.
+        num_resamples: bootstrap resamples for test intervals.
+    """
+
+    method = "finetune"
+
+    def __init__(
+        self,
+        task: Task = "binary",
+        num_classes: int = 2,
+        encoder: str | None = None,
+        weights: str | None = None,
+        vit: ViTConfig | dict[str, Any] | None = None,
+        pool: Literal["cls", "mean"] = "mean",
+        drop_path_rate: float = 0.1,
+        optimizer: Literal["adamw", "adam"] = "adamw",
+        lr: float = 1e-4,
+        layer_decay: float = 0.75,
+        weight_decay: float = 0.05,
+        warmup_epochs: float = 2.0,
+        mixup_alpha: float = 0.0,
+        head_init_std: float = 2e-5,
+        class_weighted: bool = True,
+        num_resamples: int = 1000,
+    ) -> None:
+        super().__init__(task, num_classes, class_weighted, num_resamples)
+        self.save_hyperparameters()
+        self.encoder, self.source = build_encoder(encoder, weights, vit, drop_path_rate, pool)
+        self.head = nn.Linear(self.encoder.embed_dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=head_init_std)
+        nn.init.zeros_(self.head.bias)
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, target = batch
+        alpha = self.hparams["mixup_alpha"]
+        if alpha <= 0:
+            return super().training_step(batch, batch_idx)
+        mixed, ta, tb, lam = mixup(images, target, alpha)
+        logits = self.logits(mixed)
+        loss = lam * self.loss(logits, ta) + (1 - lam) * self.loss(logits, tb)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        groups = llrd_param_groups(self.encoder, self.head, hp["lr"], hp["weight_decay"], hp["layer_decay"])
+        if hp["optimizer"] == "adam":
+            opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=hp["lr"])
+        else:
+            opt = torch.optim.AdamW(groups, lr=hp["lr"])
+        return warmup_cosine_schedule(self, opt, hp["warmup_epochs"])

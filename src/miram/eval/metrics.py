@@ -1,5 +1,9 @@
 """Classification metrics through torchmetrics, with percentile-bootstrap confidence intervals.
 
+Point metrics (:func:`classification_metrics`, :func:`per_class_metrics`, the MIRAM authors' multi-label
+scoring), their bootstrap intervals (:func:`bootstrap_ci`, :func:`evaluate`) and :func:`evaluate_safe`, which
+gives NaN intervals instead of an error when a test set is too small to resample.
+
 Scores are probabilities: ``(N,)`` positive-class for binary tasks, ``(N, K)`` for multiclass (rows sum
 to 1) and multilabel (independent sigmoids). Targets are class indices ``(N,)`` or multi-hot ``(N, K)``.
 """
@@ -166,6 +170,53 @@ def evaluate(
         class_target=class_target,
     )  # fmt: skip
     return {m: {"value": point[m], "lo": ci[m][0], "hi": ci[m][1]} for m in METRICS}
+
+
+def per_class_metrics(probs: Tensor, target: Tensor, task: Task, num_classes: int) -> dict[str, list[float]]:
+    """One-vs-rest AUROC and AP per class (binary: the positive class only)."""
+    target = target.long()
+    if task == "binary":
+        return {
+            "auroc": [float(M.binary_auroc(probs, target))],
+            "ap": [float(M.binary_average_precision(probs, target))],
+        }
+    if task == "multiclass":
+        auroc = M.multiclass_auroc(probs, target, num_classes=num_classes, average="none")
+        ap = M.multiclass_average_precision(probs, target, num_classes=num_classes, average="none")
+    else:
+        auroc = M.multilabel_auroc(probs, target, num_labels=num_classes, average="none")
+        ap = M.multilabel_average_precision(probs, target, num_labels=num_classes, average="none")
+    return {"auroc": [float(v) for v in auroc], "ap": [float(v) for v in ap]}
+
+
+def evaluate_safe(
+    probs: Tensor,
+    target: Tensor,
+    task: Task,
+    num_classes: int,
+    num_resamples: int = 1000,
+    seed: int = 0,
+    metrics_fn: Callable[[Tensor, Tensor], dict[str, float]] | None = None,
+    class_target: Tensor | None = None,
+) -> dict[str, dict[str, float]]:
+    """:func:`evaluate`, with NaN intervals (not an error) when the test set is too small
+    for the bootstrap to see every class."""
+    try:
+        return evaluate(probs, target, task, num_classes, num_resamples, seed, metrics_fn, class_target)
+    except ValueError:
+        point = (metrics_fn or (lambda p, t: classification_metrics(p, t, task, num_classes)))(probs, target)
+        return {m: {"value": v, "lo": math.nan, "hi": math.nan} for m, v in point.items()}
+
+
+def evaluate_authors_multilabel(
+    probs: Tensor, target: Tensor, num_resamples: int = 1000, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """:func:`authors_multilabel_metrics` with 95 % bootstrap intervals (NaN when the
+    test set is too small); the every-class check looks at the authors' single-label targets."""
+    return evaluate_safe(
+        probs, target, "multilabel", target.shape[1], num_resamples, seed,
+        metrics_fn=authors_multilabel_metrics, class_target=single_label_rows(target),
+    )  # fmt: skip
 
 
 def format_ci(entry: dict[str, float], digits: int = 3) -> str:

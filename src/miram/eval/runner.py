@@ -14,12 +14,16 @@ from typing import Any
 
 import lightning as L
 
-from miram.eval.data import EvalDataModule, FeatureDataModule
+from miram.eval.aggregate import aggregate_by_patient
+from miram.eval.classifier import LitClassifier
+from miram.eval.data import EvalDataModule
+from miram.eval.features import FeatureDataModule
 from miram.eval.figures import save_eval_figures
 from miram.eval.knn import knn_probs
-from miram.eval.lit_classifier import LitClassifier, LitProbe
-from miram.eval.tasks import aggregate_by_patient, evaluate_authors_multilabel, evaluate_safe, task_from_cache
-from miram.utils.rundir import git_commit
+from miram.eval.metrics import evaluate_authors_multilabel, evaluate_safe
+from miram.eval.probe import LitProbe
+from miram.eval.tasks import task_from_cache
+from miram.provenance import git_commit
 
 
 def fit_and_test(

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from miram.utils import dist
+from miram import dist
 
 
 def info_nce(q: Tensor, k: Tensor, temperature: float = 0.2, gather_negatives: bool = True) -> Tensor:

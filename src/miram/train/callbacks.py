@@ -10,8 +10,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from miram.provenance import git_commit
 from miram.train.reconstruct import save_reconstruction_figure
-from miram.utils.rundir import git_commit
 
 
 class ReconstructionFigures(L.Callback):

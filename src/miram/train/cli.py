@@ -1,8 +1,12 @@
-"""``miram pretrain``: LightningCLI over the pre-training modules and the cache DataModule.
+"""``miram pretrain``, and the run-directory convention every LightningCLI command of miram follows.
 
-Every run writes one directory ``<run.root>/<run.name>``: the resolved ``config.yaml``, ``checkpoints/``
-(``last.ckpt`` and ``best.ckpt`` by validation loss), ``metrics.csv``, TensorBoard events, ``figures/`` and
-``summary.json``. ``--ckpt_path last`` resumes the run of the same name.
+Every run writes one directory, ``--out`` (default ``runs/<stem of the last --config>``): the resolved
+``config.yaml``, ``checkpoints/`` (``last.ckpt`` and ``best.ckpt``), ``metrics.csv``, TensorBoard events,
+``figures/`` and ``summary.json``. ``--ckpt_path last`` resumes the run in ``--out``.
+
+The run directory is derived from the parsed options, so it is handed to the Trainer's constructor (as
+``default_root_dir``, the checkpoint directory and the default loggers) rather than written into the parsed
+config or patched into a built Trainer. A logger or callback the user configures is kept as given.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -22,59 +26,73 @@ from miram.train.lit_pretrain import LitPretrainBase
 
 
 class RunDirCLI(LightningCLI):
-    """LightningCLI that places everything a run writes in one run directory."""
+    """LightningCLI that places everything a run writes in one run directory, ``--out``.
+
+    Subclasses say what the best checkpoint is (``monitor``, ``mode``) and may add options.
+    """
+
+    monitor, mode = "val/loss", "min"
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--run.root", type=str, default="runs", help="parent of run directories")
         parser.add_argument(
-            "--run.name", type=str, default=None, help="run directory name (default: config stem)"
+            "--out", type=str | None, default=None, help="run directory (default: runs/<last config's stem>)"
         )
-        parser.add_argument(
-            "--run.overwrite", type=bool, default=False, help="replace an existing run directory"
-        )
-        parser.add_argument(
-            "--ckpt_path", type=str | None, default=None, help="checkpoint to resume, or 'last'"
-        )
-        # a configurable callback: --figures.every_n_epochs, --figures.num_images
-        parser.add_lightning_class_args(ReconstructionFigures, "figures")
+        parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing run directory")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config
-        name = cfg.run.name or _config_stem(cfg) or "run"
-        run_dir = Path(cfg.run.root) / name
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if last.exists() and cfg.ckpt_path is None and not cfg.run.overwrite:
+        if cfg.trainer.get("default_root_dir") is not None:
+            raise SystemExit("miram: trainer.default_root_dir: the run directory is --out; set that instead")
+        self.run_dir = Path(cfg.out) if cfg.out else Path("runs") / (_config_stem(cfg) or "run")
+        last = self.run_dir / "checkpoints" / "last.ckpt"
+        if last.exists() and cfg.get("ckpt_path") is None and not cfg.overwrite:
             raise SystemExit(
-                f"miram: run directory {run_dir} already holds {last}; pass --ckpt_path last to resume, "
-                "--run.name to start another run, or --run.overwrite true to replace it"
+                f"miram: --out: run directory {self.run_dir} already holds {last}; pass --ckpt_path last to "
+                "resume (miram pretrain), another --out for a new run, or --overwrite true to replace it"
             )
-        if cfg.ckpt_path == "last" and not last.exists():
-            raise SystemExit(f"miram: nothing to resume: {last} does not exist")
-        cfg.trainer.default_root_dir = str(run_dir)
-        self.run_dir = run_dir
+
+    def run_callbacks(self) -> list[Callback]:
+        """Callbacks that depend on the run directory: the checkpoint callback and the progress bar."""
+        checkpoints = ModelCheckpoint(
+            dirpath=self.run_dir / "checkpoints",
+            filename="best",
+            monitor=self.monitor,
+            mode=self.mode,
+            save_last=True,
+            save_top_k=1,
+        )
+        trainer = self.config.trainer
+        bar = [] if trainer.get("enable_progress_bar") is False else [RichProgressBar(leave=True)]
+        return [checkpoints, *bar]
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
-        if self.config.trainer.get("enable_progress_bar") is not False:
-            self.trainer_defaults["callbacks"] = [
-                *self.trainer_defaults["callbacks"],
-                RichProgressBar(leave=True),
-            ]
-        trainer = super().instantiate_trainer(**kwargs)
+        trainer = self.config_init.trainer
         run = str(self.run_dir)
-        if (
-            trainer.loggers
-            and isinstance(trainer.loggers[0], TensorBoardLogger)
-            and len(trainer.loggers) == 1
-        ):
-            # the default logger; replace it by the run directory's CSV + TensorBoard pair
-            trainer.loggers = [
+        kwargs["default_root_dir"] = run
+        if trainer.get("logger") in (None, True):  # not configured: the run directory's CSV + TensorBoard
+            kwargs["logger"] = [
                 CSVLogger(run, name="", version=""),
                 TensorBoardLogger(run, name="", version=""),
             ]
-        for cb in trainer.checkpoint_callbacks:
-            if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
-                cb.dirpath = str(self.run_dir / "checkpoints")
-        return trainer
+        kwargs["callbacks"] = [*(trainer.get("callbacks") or []), *self.run_callbacks()]
+        return super().instantiate_trainer(**kwargs)
+
+
+class PretrainCLI(RunDirCLI):
+    """RunDirCLI for pre-training: resume, and reconstruction figures (``--figures.*``)."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument(
+            "--ckpt_path", type=str | None, default=None, help="checkpoint to resume, or 'last' (of --out)"
+        )
+        parser.add_lightning_class_args(ReconstructionFigures, "figures")
+
+    def before_instantiate_classes(self) -> None:
+        super().before_instantiate_classes()
+        last = self.run_dir / "checkpoints" / "last.ckpt"
+        if self.config.ckpt_path == "last" and not last.exists():
+            raise SystemExit(f"miram: --ckpt_path: nothing to resume: {last} does not exist")
 
 
 def _config_stem(cfg: Any) -> str | None:
@@ -82,25 +100,19 @@ def _config_stem(cfg: Any) -> str | None:
     return Path(str(configs[-1])).stem if configs else None
 
 
-def default_callbacks() -> list[Any]:
-    """Callbacks every pre-training run gets."""
-    return [
-        ModelCheckpoint(filename="best", monitor="val/loss", mode="min", save_last=True, save_top_k=1),
-        LearningRateMonitor(logging_interval="step"),
-        RunSummary(),
-    ]
-
-
 def pretrain(argv: Sequence[str] | None = None) -> Path:
-    """Parse ``argv`` (``--config FILE`` and dotted overrides), train, and return the run directory."""
-    cli = RunDirCLI(
+    """Parse ``argv`` (``--config FILE`` ... and dotted overrides), train, and return the run directory."""
+    cli = PretrainCLI(
         LitPretrainBase,
         MammoDataModule,
         subclass_mode_model=True,
         run=False,
         args=list(sys.argv[1:] if argv is None else argv),
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": default_callbacks(), "log_every_n_steps": 10},
+        trainer_defaults={
+            "callbacks": [LearningRateMonitor(logging_interval="step"), RunSummary()],
+            "log_every_n_steps": 10,
+        },
         parser_kwargs={"description": "Pre-train MIRAM, MAE or MoCo-v3 on a prepared cache."},
     )
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)

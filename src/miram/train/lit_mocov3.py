@@ -5,10 +5,11 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from miram.config import from_dict, to_dict
 from miram.models.mocov3 import MoCoV3, MoCoV3Config, cosine_momentum
+from miram.models.vit import ViTConfig
 from miram.train.lit_pretrain import LitPretrainBase
 from miram.train.optim import OptimConfig
-from miram.utils.config import from_dict, to_dict
 
 
 class LitMoCoV3(LitPretrainBase):
@@ -38,8 +39,8 @@ class LitMoCoV3(LitPretrainBase):
         self.model = MoCoV3(self.config)
         self.momentum = self.config.base_momentum
 
-    def encoder_config(self) -> dict[str, Any]:
-        return dict(to_dict(self.config.encoder))
+    def encoder_config(self) -> ViTConfig:
+        return self.config.encoder
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

@@ -8,10 +8,12 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from miram.checkpoints import describe
+from miram.config import from_dict, to_dict
 from miram.models.masked_autoencoder import MaskedAutoencoder, MaskedAutoencoderConfig
 from miram.models.outputs import LossOutput
+from miram.models.vit import ViTConfig
 from miram.train.optim import OptimConfig, absolute_lr, build_optimizer
-from miram.utils.config import from_dict, to_dict
 
 
 class LitPretrainBase(L.LightningModule):
@@ -62,17 +64,13 @@ class LitPretrainBase(L.LightningModule):
         self.print(f"effective batch {eff}, learning rate {absolute_lr(self.optim, eff):.3g}, {total} steps")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def encoder_config(self) -> dict[str, Any]:
-        """The encoder's ViTConfig as a dict."""
+    def encoder_config(self) -> ViTConfig:
+        """The encoder's architecture."""
         raise NotImplementedError
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets probes, export and predict rebuild the encoder from any method's checkpoint.
-        checkpoint["miram"] = {
-            "method": self.method,
-            "encoder_config": self.encoder_config(),
-            "encoder_prefix": self.encoder_prefix,
-        }
+        checkpoint["miram"] = describe(self, self.method, self.encoder_config(), self.encoder_prefix)
 
 
 class LitMaskedAutoencoder(LitPretrainBase):
@@ -99,8 +97,8 @@ class LitMaskedAutoencoder(LitPretrainBase):
         self.model = MaskedAutoencoder(self.config)
         self.method = "miram" if len(self.config.scales) > 1 else "mae"
 
-    def encoder_config(self) -> dict[str, Any]:
-        return dict(to_dict(self.config.encoder))
+    def encoder_config(self) -> ViTConfig:
+        return self.config.encoder
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from miram.checkpoints import Which, load_module, resolve_checkpoint
+from miram.data.datamodule import MammoDataModule
 from miram.models.masked_autoencoder import MaskedAutoencoder
 from miram.models.ops import unpatchify, upsample_mask
 
@@ -88,35 +90,35 @@ def save_reconstruction_figure(
 
 
 def reconstruct_command(
-    checkpoint: str, cache: str, out: str = "reconstructions", split: str = "val", num: int = 4, seed: int = 0
+    run: str,
+    cache: str,
+    out: str = "reconstructions",
+    split: str = "val",
+    num: int = 4,
+    seed: int = 0,
+    which: Which = "best",
 ) -> list[str]:
-    """Save per-scale reconstruction figures of a MAE/MIRAM checkpoint (``miram reconstruct``).
+    """Save per-scale reconstruction figures of a MAE/MIRAM run (``miram reconstruct``).
 
     Args:
-        checkpoint: a ``.ckpt`` file or a run directory.
+        run: a MAE/MIRAM pre-training run directory or checkpoint.
         cache: prepared cache to draw images from.
         out: output directory.
         split: split to draw from.
         num: number of images.
         seed: seed of the displayed mask.
+        which: best | last checkpoint of a run directory.
 
     Returns:
         Paths of the written PNG files.
     """
-    from miram.data.datamodule import MammoDataModule
-    from miram.models.masked_autoencoder import MaskedAutoencoderConfig
-    from miram.utils.checkpoint import load_checkpoint
-    from miram.utils.config import from_dict
-
-    ckpt = load_checkpoint(checkpoint)
-    hparams = ckpt.get("hyper_parameters", {})
-    if ckpt.get("miram", {}).get("method") not in ("mae", "miram") or "model" not in hparams:
-        raise ValueError(f"{checkpoint}: not a MAE/MIRAM checkpoint; reconstructions need the decoders")
-    config = from_dict(MaskedAutoencoderConfig, hparams["model"])
-    model = MaskedAutoencoder(config)
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
-    data = MammoDataModule(cache, image_size=config.data_size, num_workers=0, pretrain_only=False)
+    module = load_module(run, which)
+    model = getattr(module, "model", None)
+    if not isinstance(model, MaskedAutoencoder):
+        raise ValueError(
+            f"{resolve_checkpoint(run, which)}: not a MAE/MIRAM checkpoint; reconstructions need the decoders"
+        )
+    data = MammoDataModule(cache, image_size=model.config.data_size, num_workers=0, pretrain_only=False)
     images = data.images(split, num)
     paths = save_reconstruction_figure(model.eval(), images, Path(out) / "reconstruction.png", seed, num)
     for p in paths:

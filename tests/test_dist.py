@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from miram import dist as mdist
 from miram.losses.contrastive import info_nce
-from miram.utils import dist as mdist
 
 
 def test_helpers_without_process_group() -> None:

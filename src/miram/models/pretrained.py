@@ -13,15 +13,13 @@ Formats recognised from the key names:
 Conversions: RGB patch weights are summed to one input channel (exact for a gray image replicated to three
 channels under the same normalisation); position tables are resampled to the target ``(gh, gw)``; heads and
 decoders are dropped and listed. Files are read with ``torch.load(weights_only=True)`` or safetensors only; a
-pickle that needs arbitrary code is refused.
+pickle that needs arbitrary code is refused (:func:`miram.checkpoints.read_checkpoint` reads every file).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import pickle
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from miram.checkpoints import read_checkpoint
 from miram.layers.pos_embed import resample_pos_embed
 from miram.models.vit import ViTEncoder
 
@@ -41,10 +40,6 @@ DROPPED = re.compile(r"^(head|fc_norm|decoder|mask_token|pre_logits|dist_token|h
 NC_NOTE = (
     "official MAE / MoCo-v3 weights (and timm '*.mae' weights) are CC-BY-NC-4.0: non-commercial use only"
 )
-
-
-class UnsafeCheckpointError(RuntimeError):
-    """A checkpoint that can only be read by running arbitrary pickled code."""
 
 
 @dataclass
@@ -74,50 +69,6 @@ class LoadReport:
             if keys:
                 lines.append(f"{name} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}")
         return "\n".join(lines + self.notes)
-
-
-def _weights_file(path: Path) -> Path:
-    if not path.is_dir():
-        return path
-    for name in ("model.safetensors", "pytorch_model.bin", "encoder.safetensors"):
-        if (path / name).exists():
-            return path / name
-    raise FileNotFoundError(f"{path}: no model.safetensors, pytorch_model.bin or encoder.safetensors inside")
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint without running pickled code.
-
-    Args:
-        path: ``.safetensors`` file, a torch file (``.pth``, ``.pt``, ``.bin``, ``.ckpt``) or a directory
-            holding ``model.safetensors`` / ``pytorch_model.bin``.
-
-    Returns:
-        The loaded object (a dict of tensors, or a dict wrapping one).
-
-    Raises:
-        UnsafeCheckpointError: the file needs objects that ``weights_only`` loading does not allow.
-    """
-    file = _weights_file(Path(path))
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return dict(load_file(str(file), device="cpu"))
-    try:
-        # MAE's training script stores its argparse.Namespace of options; that class is harmless.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        why = str(err).splitlines()[0] if str(err) else "weights_only load failed"
-        raise UnsafeCheckpointError(
-            f"{file}: refusing to load: the file contains pickled objects that could run arbitrary code "
-            f"({why}). If you trust its origin, "
-            "load it yourself with torch.load(weights_only=False) and save only the tensors "
-            "(torch.save(state_dict) or safetensors.torch.save_file), then pass that file."
-        ) from err
-    if not isinstance(obj, dict):
-        raise ValueError(f"{file}: expected a dict of tensors, got {type(obj).__name__}")
-    return obj
 
 
 def _unwrap(obj: dict[str, Any]) -> dict[str, Tensor]:

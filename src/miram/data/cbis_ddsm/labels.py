@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from miram.data.cache import LabelSpec
-from miram.data.cbis_ddsm_csv import (
+from miram.data.cbis_ddsm.case_csv import (
     CALC_DISTRIBUTIONS,
     CALC_TYPES,
     MASS_MARGINS,

@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from miram.checkpoints import UnsafeCheckpointError, read_checkpoint
 from miram.layers.pos_embed import resample_pos_embed
+from miram.models.pretrained import convert_state_dict, load_pretrained
 from miram.models.vit import ViTConfig, ViTEncoder
-from miram.utils.weights import UnsafeCheckpointError, convert_state_dict, load_pretrained, read_checkpoint
 
 BASE = ViTConfig(img_size=(64, 32), patch_size=8, embed_dim=32, depth=2, num_heads=2)
 

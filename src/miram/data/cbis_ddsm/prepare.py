@@ -1,9 +1,9 @@
 """``miram prepare cbis-ddsm``: a CBIS-DDSM download (TCIA layouts A–D or the Kaggle JPEGs) → a cache.
 
-Steps: read the four CSVs (traps handled in :mod:`miram.data.cbis_ddsm_csv`) → resolve every row's
-files (:mod:`miram.data.cbis_ddsm_layout`) → draw the patient-grouped validation split
-(:mod:`miram.data.cbis_ddsm_labels`) → decode each full mammogram once in a worker process, cutting its
-lesion crops and background tiles (:mod:`miram.data.cbis_ddsm_job`) → publish the cache.
+Steps: read the four CSVs (traps handled in :mod:`miram.data.cbis_ddsm.case_csv`) → resolve every row's
+files (:mod:`miram.data.cbis_ddsm.layout`) → draw the patient-grouped validation split
+(:mod:`miram.data.cbis_ddsm.labels`) → decode each full mammogram once in a worker process, cutting its
+lesion crops and background tiles (:mod:`miram.data.cbis_ddsm.job`) → publish the cache.
 
 Bad-input policy (``on_error``): problems found before decoding (CSV rows with unknown values, rows
 pointing nowhere) and during decoding (truncated / non-DICOM files, crop/mask not resolvable, empty,
@@ -20,10 +20,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
-from miram.data.cache import CacheRecord, CacheWriter
-from miram.data.cbis_ddsm_csv import Lesion, read_case_csvs
-from miram.data.cbis_ddsm_job import ImageJob, JobResult, JobSettings, LesionTask, run_job
-from miram.data.cbis_ddsm_labels import (
+from miram.data.cache import CacheRecord, CacheWriter, PrepareError
+from miram.data.cbis_ddsm.case_csv import Lesion, read_case_csvs
+from miram.data.cbis_ddsm.job import ImageJob, JobResult, JobSettings, LesionTask, run_job
+from miram.data.cbis_ddsm.labels import (
     LABELS,
     cross_split_patients,
     lesion_labels,
@@ -32,12 +32,8 @@ from miram.data.cbis_ddsm_labels import (
     tile_labels,
     val_patients,
 )
-from miram.data.cbis_ddsm_layout import ResolveError, index_tree, resolve
+from miram.data.cbis_ddsm.layout import ResolveError, index_tree, resolve
 from miram.data.parallel import run_parallel
-
-
-class PrepareError(RuntimeError):
-    """``prepare`` stopped on a bad input (``on_error=fail``) or found nothing usable."""
 
 
 def _say(message: str) -> None:

@@ -16,7 +16,8 @@ import numpy as np
 
 from miram.data.breast import breast_mask_small, flip_needed
 from miram.data.cache import CacheRecord, atomic_save_npy, save_job
-from miram.data.images import ImageError, crop_padded, image_shape, read_image, resize_max, square_box
+from miram.data.crops import crop_padded, resize_max, square_box
+from miram.data.images import ImageError, image_shape, read_image
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
-"""Per-sample geometry on native-resolution crops, done in the CPU data workers.
+"""Box and crop geometry on uint16 ``(H, W)`` images, for ``prepare`` and for the CPU data workers.
 
+Boxes: :func:`square_box` (the square around a lesion's mask, cut by ``prepare``), :func:`random_resized_box`
+and :func:`center_box` (the per-sample augmentation geometry the data workers pick on native-resolution
+crops). Crops and resizing: :func:`crop_padded` (zero-padded window), :func:`resize_max` (``prepare``'s
+size cap) and :func:`crop_resize` (a box resampled to the size the model asks for, in the data workers).
 Batched photometric and flip augmentation runs on the device with kornia (see ``datamodule.py``).
 """
 
@@ -7,10 +11,31 @@ from __future__ import annotations
 
 import math
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+def square_box(
+    y0: int, y1: int, x0: int, x1: int, context: float = 0.0, min_side: int = 0
+) -> tuple[int, int, int]:
+    """Square around a box (end-exclusive), centred on it.
+
+    Args:
+        y0, y1, x0, x1: the box.
+        context: margin added on each side as a fraction of the box's longer side (0 = paper.md §5.1).
+        min_side: lower bound on the side.
+
+    Returns:
+        ``(top, left, side)``; may extend past the image (callers zero-pad).
+    """
+    side = max(y1 - y0, x1 - x0)
+    side = max(int(round(side * (1.0 + 2.0 * context))), min_side, 1)
+    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
+    return int(np.floor(cy - side / 2.0)), int(np.floor(cx - side / 2.0)), side
 
 
 def random_resized_box(
@@ -46,6 +71,34 @@ def center_box(height: int, width: int, out_aspect: float) -> tuple[int, int, in
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def crop_padded(image: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
+    """``image[top:top+height, left:left+width]`` with zeros where the window leaves the image."""
+    out = np.zeros((height, width), dtype=image.dtype)
+    h, w = image.shape
+    sy0, sx0 = max(top, 0), max(left, 0)
+    sy1, sx1 = min(top + height, h), min(left + width, w)
+    if sy1 > sy0 and sx1 > sx0:
+        out[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = image[sy0:sy1, sx0:sx1]
+    return out
+
+
+def resize_max(image: np.ndarray, max_size: int | None) -> tuple[np.ndarray, float]:
+    """Downscale (area filter) so the longest side is at most ``max_size``; never upscales.
+
+    Returns:
+        ``(uint16 image, scale)`` with scale = new / old size (1.0 when unchanged).
+    """
+    h, w = image.shape
+    if not max_size or max(h, w) <= max_size:
+        return image, 1.0
+    from PIL import Image
+
+    scale = max_size / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resized = Image.fromarray(image.astype(np.float32)).resize(size, Image.Resampling.BOX)
+    return np.clip(np.rint(np.asarray(resized)), 0, 65535).astype(np.uint16), scale
+
+
 def crop_resize(image: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> Tensor:
     """Crop ``box`` from a uint16 ``(H, W)`` image and resample it to ``size`` -> uint16 ``(1, h, w)``.
 
@@ -60,6 +113,7 @@ def crop_resize(image: np.ndarray, box: tuple[int, int, int, int], size: tuple[i
     the device (:meth:`miram.data.datamodule.MammoDataModule.normalize`).
     """
     import cv2  # imported here: only data workers need it
+    import torch  # imported here: ``prepare`` workers load this module too and need no torch
 
     top, left, h, w = box
     region = image[top : top + h, left : left + w]

@@ -1,0 +1,179 @@
+"""What the linear probe and fine-tuning share: the encoder under evaluation, class-weighted losses,
+validation and test metrics, and the warm-up + cosine schedule.
+
+Both score validation every epoch with macro AUROC (the checkpoint criterion) and keep the test-set
+probabilities, metrics and bootstrap intervals in :attr:`LitClassifier.test_result` for the run summary.
+Batches are ``(images (B, C, H, W), target)``; the probe also takes cached features ``(B, D)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from miram.checkpoints import describe, load_encoder
+from miram.config import from_dict, to_dict
+from miram.eval.metrics import Task, classification_metrics, evaluate_safe, per_class_metrics
+from miram.models.pretrained import load_pretrained
+from miram.models.vit import ViTConfig, ViTEncoder
+from miram.train.optim import warmup_cosine
+
+
+def build_encoder(
+    encoder: str | None = None,
+    weights: str | None = None,
+    vit: ViTConfig | dict[str, Any] | None = None,
+    drop_path_rate: float | None = None,
+    global_pool: Literal["cls", "mean"] | None = None,
+) -> tuple[ViTEncoder, str]:
+    """The encoder to evaluate, and a short description of where it came from.
+
+    Args:
+        encoder: miram checkpoint, run directory or exported ``.safetensors``; None for ``vit`` from scratch.
+        weights: published weights (official MAE, timm, Hugging Face ViTMAE) loaded into ``vit``.
+        vit: architecture for ``weights`` or scratch (ignored when ``encoder`` is given).
+        drop_path_rate: overrides the architecture's stochastic depth.
+        global_pool: overrides the pooling of :meth:`ViTEncoder.forward`.
+    """
+    source = "scratch"
+    if encoder is not None:
+        loaded, meta = load_encoder(encoder)
+        config, state, source = loaded.config, loaded.state_dict(), f"{meta.get('method', '?')}:{encoder}"
+    else:
+        config = from_dict(ViTConfig, vit) if vit is not None else ViTConfig()
+        state = None
+    overrides: dict[str, Any] = {}
+    if drop_path_rate is not None:
+        overrides["drop_path_rate"] = drop_path_rate
+    if global_pool is not None:
+        overrides["global_pool"] = global_pool
+    model = ViTEncoder(replace(config, **overrides))
+    if state is not None:
+        model.load_state_dict(state)
+    if weights is not None:
+        load_pretrained(model, weights)
+        source = f"weights:{weights}"
+    return model, source
+
+
+def class_weights(target: Tensor, task: Task, num_classes: int) -> Tensor:
+    """total / (count_c * K) per class (multiclass), or negatives / positives per label (multilabel)."""
+    if task == "multilabel":
+        pos = target.float().sum(0).clamp_min(1)
+        return (target.shape[0] - pos) / pos
+    counts = torch.bincount(target.long(), minlength=num_classes).float().clamp_min(1)
+    return counts.sum() / (counts * num_classes)
+
+
+class LitClassifier(L.LightningModule):
+    """Shared task plumbing: loss with class weights, probabilities, validation and test metrics.
+
+    Args:
+        task: binary | multiclass | multilabel.
+        num_classes: classes (2 for binary) or labels (multilabel).
+        class_weighted: weight the loss by inverse class frequency of the training targets.
+        num_resamples: bootstrap resamples of the test intervals.
+    """
+
+    method = "classifier"
+
+    def __init__(
+        self, task: Task, num_classes: int, class_weighted: bool = True, num_resamples: int = 1000
+    ) -> None:
+        super().__init__()
+        self.task, self.num_classes = task, num_classes
+        self.class_weighted, self.num_resamples = class_weighted, num_resamples
+        self.register_buffer("loss_weights", torch.ones(num_classes), persistent=False)
+        self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
+        self.test_result: dict[str, Any] = {}
+
+    loss_weights: Tensor
+    encoder: ViTEncoder
+    source: str  # where the encoder's weights came from: "<method>:<path>" or "scratch"
+
+    def logits(self, x: Tensor) -> Tensor:
+        """``(B, ...)`` input -> ``(B, K)`` logits."""
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and self.class_weighted and dm is not None and hasattr(dm, "train_targets"):
+            self.loss_weights = class_weights(dm.train_targets(), self.task, self.num_classes).to(self.device)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Class-weighted cross-entropy (or BCE with ``pos_weight`` for multilabel), in fp32."""
+        w = self.loss_weights if self.class_weighted else None
+        if self.task == "multilabel":
+            return F.binary_cross_entropy_with_logits(logits.float(), target.float(), pos_weight=w)
+        return F.cross_entropy(logits.float(), target.long(), weight=w)
+
+    def probs(self, logits: Tensor) -> Tensor:
+        """``(B,)`` positive-class probabilities (binary) or ``(B, K)``."""
+        if self.task == "multilabel":
+            return logits.float().sigmoid()
+        p = logits.float().softmax(-1)
+        return p[:, 1] if self.task == "binary" else p
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, target = batch
+        loss = self.loss(self.logits(x), target)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
+        x, target = batch
+        logits = self.logits(x)
+        self.log(f"{stage}/loss", self.loss(logits, target), on_epoch=True, sync_dist=True)
+        self._outputs[stage].append((self.probs(logits).detach().cpu(), target.detach().cpu()))
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _collect(self, stage: str) -> tuple[Tensor, Tensor]:
+        outs, self._outputs[stage] = self._outputs[stage], []
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    def on_validation_epoch_end(self) -> None:
+        probs, target = self._collect("val")
+        try:
+            metrics = classification_metrics(probs, target, self.task, self.num_classes)
+        except (ValueError, RuntimeError):  # e.g. a sanity-check batch with one class
+            metrics = {"auroc": math.nan, "accuracy": math.nan}
+        # NaN AUROC would never be "best"; -1 keeps checkpoint selection well defined
+        metrics = {k: (-1.0 if math.isnan(v) else v) for k, v in metrics.items()}
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        probs, target = self._collect("test")
+        self.test_result = {
+            "probs": probs,
+            "target": target,
+            "metrics": evaluate_safe(probs, target, self.task, self.num_classes, self.num_resamples),
+            "per_class": per_class_metrics(probs, target, self.task, self.num_classes),
+        }
+        self.log_dict({f"test/{k}": v["value"] for k, v in self.test_result["metrics"].items()})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The encoder's weights are in the checkpoint: a rebuild needs its architecture, not its source.
+        rebuild = {"encoder": None, "weights": None, "vit": to_dict(self.encoder.config)}
+        checkpoint["miram"] = describe(self, self.method, self.encoder.config, "encoder.", rebuild)
+
+
+def warmup_cosine_schedule(
+    module: L.LightningModule, opt: torch.optim.Optimizer, warmup_epochs: float
+) -> Any:
+    # one multiplier for every group keeps the layer-wise ratios fixed along the schedule
+    total = max(int(module.trainer.estimated_stepping_batches), 1)
+    per_epoch = total / max(module.trainer.max_epochs or 1, 1)
+    warmup = min(int(round(warmup_epochs * per_epoch)), total - 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, 0.0))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

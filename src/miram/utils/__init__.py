@@ -1,1 +1,0 @@
-"""Infrastructure shared by training, evaluation and export."""
