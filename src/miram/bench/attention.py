@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from miram.attention import AttentionSpec, build_attention
 from miram.bench.runner import autocast_for, resolve_device, run_isolated
 
 # Reference package of each approximation: (backend, import name, PyPI name).
@@ -44,8 +45,6 @@ def _num_features(head_dim: int) -> int:
 def build_module(backend: str, impl: str, tokens: int, dim: int, heads: int, head_dim: int) -> nn.Module:
     """One attention layer ``(B, N, dim) -> (B, N, dim)``, ours or the reference package's."""
     if impl == "miram":
-        from miram.attention import AttentionSpec, build_attention
-
         spec = AttentionSpec(backend, dict(MIRAM_OPTIONS.get(backend, {})))
         return build_attention(spec, dim, heads, head_dim=head_dim, qkv_bias=False, seq_len=tokens)
     if backend == "nystrom":

@@ -14,6 +14,8 @@ import time
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from miram.data.datamodule import CacheDataset, MammoDataModule, _worker_init
+
 
 def bench_loader(
     cache: str,
@@ -36,8 +38,6 @@ def bench_loader(
     Returns:
         ``{"crops_per_s", "batches", "crops", "seconds", "workers", "size", "load_average"}`` (also printed).
     """
-    from miram.data.datamodule import CacheDataset, MammoDataModule, _worker_init
-
     data = MammoDataModule(cache)
     opened, normalize = data.cache, data.normalize
     indices = opened.indices(split)

@@ -17,7 +17,11 @@ from typing import Any
 
 import torch
 
+from miram.attention import AttentionSpec
 from miram.bench.runner import autocast_for, resolve_device, run_isolated
+from miram.models.decoder import ScaleConfig
+from miram.models.masked_autoencoder import MaskedAutoencoder, MaskedAutoencoderConfig
+from miram.models.vit import VIT_PRESETS, ViTConfig
 
 # method -> attention backend of the x2 decoder (None: MAE, the input scale only)
 METHODS: dict[str, str | None] = {
@@ -39,11 +43,6 @@ def build_model(
     decoder_heads: int = 16,
 ) -> Any:
     """The masked autoencoder of ``method`` for ``size`` × ``size`` inputs (decoders as in the paper)."""
-    from miram.attention import AttentionSpec
-    from miram.models.decoder import ScaleConfig
-    from miram.models.masked_autoencoder import MaskedAutoencoder, MaskedAutoencoderConfig
-    from miram.models.vit import VIT_PRESETS, ViTConfig
-
     if method not in METHODS:
         raise ValueError(f"unknown method '{method}'; choose from {list(METHODS)}")
     if encoder not in VIT_PRESETS:
