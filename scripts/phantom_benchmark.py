@@ -29,7 +29,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from miram.data.phantom import prepare_phantoms
 from miram.eval.compare import load_summaries, markdown_table, save_figure, summarise
 from miram.eval.data import EvalDataModule
-from miram.eval.lit_classifier import LitFinetune, LitProbe
+from miram.eval.finetune import LitFinetune
+from miram.eval.probe import LitProbe
 from miram.eval.runner import fit_and_test
 from miram.eval.tasks import task_from_cache
 from miram.train.cli import pretrain
@@ -134,11 +135,9 @@ def main(argv: list[str] | None = None) -> None:
                         str(args.workers),
                         "--trainer.max_epochs",
                         str(args.pretrain_epochs),
-                        "--run.root",
-                        str(out / "pretrain"),
-                        "--run.name",
-                        run.name,
-                        "--run.overwrite",
+                        "--out",
+                        str(run),
+                        "--overwrite",
                         "true",
                     ]
                 )
@@ -186,7 +185,8 @@ Command ({timing}sum of run times {run_minutes:.1f} min; {platform.machine()} CP
 
 {markdown_table(table, ORDER)}
 {markdown_table(knn, ORDER) if knn else ""}
-Figure: `{fig}` (macro AUC, mean ± sd). Compare any runs again with `miram compare {Path(args.out) / "eval"}`.
+Figure: `{fig}` (macro AUC, mean ± sd).
+Compare any runs again with `miram compare --run {Path(args.out) / "eval"}`.
 """
     doc = Path(args.doc)
     doc.parent.mkdir(parents=True, exist_ok=True)

@@ -102,13 +102,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"usage: miram {command} {{{'|'.join(entry)}}} [options]", file=sys.stderr)
             return 0 if rest and rest[0] in ("-h", "--help") else 2
         entry, rest = entry[rest[0]], rest[1:]
+    prog = "miram " + " ".join(args[: len(args) - len(rest)])
     rest = _underscore_options(rest)
     func, raw = _resolve(entry)
     try:
         if raw:
-            func(rest)
+            # LightningCLI reads sys.argv (and names itself after argv[0]) when given no argument list
+            saved, sys.argv = sys.argv, [prog, *rest]
+            try:
+                func(None)
+            finally:
+                sys.argv = saved
         else:
-            jsonargparse.CLI(func, args=rest, as_positional=False)  # type: ignore[attr-defined]
+            jsonargparse.CLI(func, args=rest, as_positional=False, prog=prog)  # type: ignore[attr-defined]
     except Exception as err:  # every failure reaches the user as one line unless --debug
         if debug:
             raise

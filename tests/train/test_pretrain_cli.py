@@ -131,3 +131,35 @@ def test_reconstruct_command_writes_a_figure_per_scale(phantom_cache: str, tmp_p
     paths = reconstruct_command(str(run), phantom_cache, out=str(tmp_path / "rec"), num=2)
     assert [Path(p).name for p in paths] == ["reconstruction_x1.png", "reconstruction_x2.png"]
     assert all(Path(p).stat().st_size > 0 for p in paths)
+
+
+def test_a_configured_logger_is_kept_and_checkpoints_stay_in_the_run(
+    phantom_cache: str, tmp_path: Path
+) -> None:
+    mine = {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": str(tmp_path / "mine")},
+    }
+    run = pretrain(
+        _args(
+            "mae_tiny.yaml",
+            phantom_cache,
+            tmp_path,
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "1",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.logger",
+            json.dumps(mine),
+        )
+    )
+    assert len(list((tmp_path / "mine").rglob("metrics.csv"))) == 1
+    assert not (run / "metrics.csv").exists() and not list(run.glob("events.out.tfevents*"))
+    assert (run / "checkpoints" / "last.ckpt").exists() and (run / "checkpoints" / "best.ckpt").exists()
+
+
+def test_default_root_dir_is_refused_in_favour_of_out(phantom_cache: str, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--out"):
+        pretrain(_args("mae_tiny.yaml", phantom_cache, tmp_path, "--trainer.default_root_dir", str(tmp_path)))

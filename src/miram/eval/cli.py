@@ -11,7 +11,6 @@ cache's label column, the input size from the encoder, so a command line needs o
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,7 +85,7 @@ def _run(model_class: type[LitClassifier], argv: Sequence[str] | None, descripti
         model_class,
         EvalDataModule,
         run=False,
-        args=list(sys.argv[1:] if argv is None else argv),
+        args=None if argv is None else list(argv),  # None: sys.argv
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"log_every_n_steps": 10},
         parser_kwargs={"description": description},

@@ -11,7 +11,6 @@ config or patched into a built Trainer. A logger or callback the user configures
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -107,7 +106,7 @@ def pretrain(argv: Sequence[str] | None = None) -> Path:
         MammoDataModule,
         subclass_mode_model=True,
         run=False,
-        args=list(sys.argv[1:] if argv is None else argv),
+        args=None if argv is None else list(argv),  # None: sys.argv
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
             "callbacks": [LearningRateMonitor(logging_interval="step"), RunSummary()],
