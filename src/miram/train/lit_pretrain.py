@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -25,6 +25,10 @@ class LitPretrainBase(L.LightningModule):
 
     method = "base"
     encoder_prefix = "model.encoder."
+    # Parameter names exempt from weight decay besides biases and 1-D parameters: none. Official MAE
+    # pre-training (timm's add_weight_decay without a skip list) decays the cls and mask tokens; the
+    # position tables are fixed buffers (docs/decisions.md, "Weight decay").
+    weight_decay_exempt: ClassVar[frozenset[str]] = frozenset()
     model: torch.nn.Module
 
     def __init__(self, optim: OptimConfig | dict[str, Any] | None = None) -> None:
@@ -59,7 +63,7 @@ class LitPretrainBase(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         epochs = max(self.trainer.max_epochs or 1, 1)
         eff = self.effective_batch()
-        skip = {"cls_token", "mask_token", "pos_embed"}
+        skip = set(self.weight_decay_exempt)
         opt, sched = build_optimizer(self.model, self.optim, eff, total, total / epochs, skip)
         self.print(f"effective batch {eff}, learning rate {absolute_lr(self.optim, eff):.3g}, {total} steps")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

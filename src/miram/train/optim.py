@@ -17,7 +17,8 @@ class OptimConfig:
         base_lr: learning rate per 256 samples; the absolute rate is base_lr * effective_batch / 256
             (MAE's rule), unless ``lr`` is given.
         lr: absolute learning rate; overrides ``base_lr`` when set.
-        weight_decay: decoupled weight decay (0 for biases, norms, tokens and position tables).
+        weight_decay: decoupled weight decay (0 for biases and 1-D parameters such as norms; the tokens are
+            decayed, as in official MAE pre-training: docs/decisions.md).
         betas: AdamW betas.
         warmup_epochs: linear warm-up length, in epochs (fractions allowed).
         min_lr: floor of the cosine schedule.
@@ -39,13 +40,17 @@ def absolute_lr(config: OptimConfig, effective_batch: int) -> float:
 def param_groups(
     module: nn.Module, weight_decay: float, skip: set[str] | None = None
 ) -> list[dict[str, object]]:
-    """Two groups: decayed weights, and undecayed biases / 1-D parameters / names in ``skip``."""
+    """Two groups: decayed weights, and undecayed biases / 1-D parameters / names in ``skip``.
+
+    A ``skip`` entry matches a whole component of a dotted parameter name, so ``mask_token`` matches
+    ``mask_token`` and the entries ``mask_token.0``, ``mask_token.1`` of a ParameterList.
+    """
     skip = skip or set()
     decay, no_decay = [], []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.endswith(".bias") or any(name.endswith(s) for s in skip):
+        if p.ndim <= 1 or name.endswith(".bias") or not skip.isdisjoint(name.split(".")):
             no_decay.append(p)
         else:
             decay.append(p)
