@@ -101,3 +101,18 @@ def test_nystrom_bf16_long_sequence_is_finite(mode: str) -> None:
             out = nystrom_attention(q, k, v)
     assert torch.isfinite(out).all()
     assert (out.float() - expected).norm() / expected.norm() < 0.05
+
+
+@pytest.mark.parametrize("n", [32, 64])
+def test_nystrom_float64_is_computed_in_float64(n: int) -> None:
+    # The pseudo-inverse block runs in max(fp32, input dtype): float64 inputs must not be cast down. With
+    # every token a landmark, F Z B = A A^+ A = A, so the result is exact attention up to float64 rounding
+    # (a float32 block leaves ~1e-6; measured float64 error ~1e-14).
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 2, n, 16, dtype=torch.float64, generator=g)
+    k = q.clone()  # q.k is largest on the diagonal: A is well conditioned (cond < 100)
+    v = torch.randn(2, 2, n, 16, dtype=torch.float64, generator=g)
+    out = nystrom_attention(q, k, v, num_landmarks=n, pinv_iterations=30)
+    exact = ((q @ k.transpose(-1, -2)) * 16**-0.5).softmax(-1) @ v  # float64 by hand (softmax_attention is fp32)
+    assert out.dtype == torch.float64
+    assert (out - exact).abs().max() < 1e-11

@@ -145,6 +145,23 @@ def test_invalid_configs_fail_at_construction(change, message: str) -> None:  # 
         MaskedAutoencoder(cfg)
 
 
+
+@pytest.mark.parametrize("backend", ["nystrom", "linformer"])
+def test_order_dependent_encoder_attention_is_refused(backend: str) -> None:
+    # the encoder sees the visible tokens in shuffled order: a backend whose output depends on token order
+    # (Nyström's segment landmarks and sequence conv, Linformer's per-slot projections) is refused there
+    cfg = tiny_config((1, 2))
+    cfg.encoder.attention = AttentionSpec(backend, {"num_landmarks": 4} if backend == "nystrom" else {})
+    with pytest.raises(ValueError, match="order"):
+        MaskedAutoencoder(cfg)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "softmax", "performer"])
+def test_order_free_encoder_attention_is_accepted(backend: str) -> None:
+    cfg = tiny_config((1, 2))
+    cfg.encoder.attention = AttentionSpec(backend)
+    assert MaskedAutoencoder(cfg).encoder.blocks[0].attn.name == backend
+
 def test_masking_is_applied_per_sample() -> None:
     m = random_masking(2, 32, 0.75)
     assert not torch.equal(m.mask[0], m.mask[1])

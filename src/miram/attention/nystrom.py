@@ -4,10 +4,11 @@ softmax(QK^T/sqrt(d)) V is approximated by F A^+ B V with landmarks Q~, K~ (mean
 segments of tokens): F = softmax(Q K~^T), A = softmax(Q~ K~^T), B = softmax(Q~ K^T). By associativity
 the output is computed as (attention.md §8.1)
 
-1. G = SDPA(Q~, K, V) = B V               (m landmark queries over all N keys)
-2. Z = pinv(A), iterative, in fp32          (m x m; autocast disabled: the iteration diverges in bf16)
-3. W = Z G                                  (m x Dh, fp32)
-4. out = SDPA(Q, K~, W) = F Z B V           (N queries over m landmark keys)
+1. G = SDPA(Q~, K, V) = B V             (m landmark queries over all N keys)
+2. Z = pinv(A), iterative               (m x m, in fp32, or float64 for float64 inputs; autocast
+                                         disabled: the iteration diverges in bf16)
+3. W = Z G                              (m x Dh, the same dtype as Z)
+4. out = SDPA(Q, K~, W) = F Z B V       (N queries over m landmark keys)
 
 so no N x m matrix is ever materialised and both N-sized products run in fused kernels.
 
@@ -185,19 +186,21 @@ def nystrom_attention(
         n_padded = math.ceil(n / m) * m
         g = torch.where(land_valid[:, None, :, None], g, g * (n_valid / n_padded))
 
-    # 2.-3. A, Z and W = Z G in fp32: A is ill-conditioned and the iteration diverges in low precision.
+    # 2.-3. A, Z and W = Z G in at least fp32 (float64 inputs stay float64): A is ill-conditioned and the
+    # iteration diverges in low precision.
+    block = torch.promote_types(torch.float32, q.dtype)
     with torch.autocast(device_type=q.device.type, enabled=False):
-        scores = (q_l.float() @ k_l.float().transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, m, m)
+        scores = (q_l.to(block) @ k_l.to(block).transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, m, m)
         if land_valid is not None:
             pair = land_valid[:, None, :, None] & land_valid[:, None, None, :]
             # A finite fill keeps fully masked rows uniform (not NaN), as in the package.
-            a = scores.masked_fill(~pair, -torch.finfo(torch.float32).max).softmax(-1)
+            a = scores.masked_fill(~pair, -torch.finfo(block).max).softmax(-1)
             if not uniform_invalid:  # drop invalid landmarks: zero rows and columns of A
                 a = a.masked_fill(~land_valid[:, None, :, None], 0.0)
         else:
             a = scores.softmax(-1)
         z = iterative_pinv(a, pinv_iterations, pinv_init)
-        w = z @ g.float()  # (B, H, m, Dh)
+        w = z @ g.to(block)  # (B, H, m, Dh)
 
     # 4. out = F W: all N queries over the m landmark keys.
     land_mask = None if land_valid is None else land_valid[:, None, None, :]

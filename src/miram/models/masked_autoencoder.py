@@ -70,10 +70,14 @@ def _check(config: MaskedAutoencoderConfig) -> None:
         raise ValueError(f"scale factors {bad} do not divide the largest factor {config.max_factor}")
     if config.share_decoder_embed and len({s.embed_dim for s in config.scales}) > 1:
         raise ValueError("share_decoder_embed needs the same embed_dim at every scale")
-    if get_backend(config.encoder.attention.name).needs_fixed_length:
+    backend = get_backend(config.encoder.attention.name)
+    if backend.position_dependent or backend.needs_fixed_length:
+        # the encoder sees the visible tokens in shuffled order (MAE's ids_keep): an order-dependent kernel
+        # would mix tokens by their random slot, not by their place in the image
         raise ValueError(
-            f"encoder attention '{config.encoder.attention.name}' is tied to token positions, but a masked "
-            "autoencoder encodes a random subset of tokens; use it in a decoder instead"
+            f"encoder attention '{config.encoder.attention.name}' is tied to token positions (its output "
+            "depends on token order), but a masked autoencoder encodes a random, shuffled subset of tokens; "
+            "use it in a decoder instead"
         )
 
 
