@@ -113,6 +113,7 @@ def test_nystrom_float64_is_computed_in_float64(n: int) -> None:
     k = q.clone()  # q.k is largest on the diagonal: A is well conditioned (cond < 100)
     v = torch.randn(2, 2, n, 16, dtype=torch.float64, generator=g)
     out = nystrom_attention(q, k, v, num_landmarks=n, pinv_iterations=30)
-    exact = ((q @ k.transpose(-1, -2)) * 16**-0.5).softmax(-1) @ v  # float64 by hand (softmax_attention is fp32)
+    # float64 by hand: softmax_attention computes in fp32
+    exact = ((q @ k.transpose(-1, -2)) * 16**-0.5).softmax(-1) @ v
     assert out.dtype == torch.float64
     assert (out - exact).abs().max() < 1e-11
