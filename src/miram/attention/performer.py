@@ -101,6 +101,11 @@ def performer_attention(
     # x^ = x Dh^-1/4 on both sides: fold the query/key scale into the features (w~ = w Dh^-1/4, so
     # w . k^ = w~ . k) and the squared norm (|k^|^2 = |k|^2 / sqrt(Dh)); q and k are never rescaled.
     ctype = torch.promote_types(q.dtype, torch.float32)
+    # Step 1 runs in fp32 when the activations are fp16: its sentinel weight o_j (below) is e^-(spread
+    # of the scores over n), which leaves fp16's range (~e^-16.6) for q/k std ~3 and was then clamped
+    # to a wrong value. It is the m x N stage (m ~ 110 << N), so the extra cost is small; bf16 has
+    # fp32's range and keeps the activation dtype.
+    sd = ctype if q.dtype == torch.float16 else q.dtype
     w = features.to(ctype) * Dh**-0.25  # (m, Dh)
     key_bias = -0.5 * Dh**-0.5 * k.to(ctype).pow(2).sum(-1)  # (B, H, N), >= fp32
     q1 = torch.cat([w, w.new_ones(w.shape[0], 1)], dim=-1)  # (m, Dh + 1): [w~_j, 1]
@@ -120,31 +125,32 @@ def performer_attention(
             count = wts.sum(-1).clamp_min(1.0)  # (B, 1)
             mean_k = (wts[..., None] * k.to(ctype)).sum(-2) / count[..., None]
             mean_b, log_n = (wts * key_bias).sum(-1) / count, torch.log(count)
-        sentinel = torch.cat([mean_k, (mean_b + log_n)[..., None]], dim=-1).to(k.dtype)  # (B, H, Dh + 1)
-        # Score the sentinel from the values SDPA will see (rounded to the activation dtype).
-        c = sentinel.to(ctype) @ q1.to(q.dtype).to(ctype).t()  # (B, H, m)
+        sentinel = torch.cat([mean_k, (mean_b + log_n)[..., None]], dim=-1).to(sd)  # (B, H, Dh + 1)
+        # Score the sentinel from the values SDPA will see (rounded to the stage dtype).
+        c = sentinel.to(ctype) @ q1.to(sd).to(ctype).t()  # (B, H, m)
 
     # 1. R = softmax over [keys, sentinel] of [w~_j, 1] . [k_n, bias_n], with values [v_n, 0] and [0, 1].
-    k1 = k.new_empty(B, H, N + 1, Dh + 1)
+    k1 = k.new_empty(B, H, N + 1, Dh + 1, dtype=sd)
     k1[:, :, :N, :Dh] = k
-    k1[:, :, :N, Dh] = key_bias.to(k.dtype)
+    k1[:, :, :N, Dh] = key_bias.to(sd)
     k1[:, :, N] = sentinel
-    v1 = v.new_zeros(B, H, N + 1, Dh + 1)
+    v1 = v.new_zeros(B, H, N + 1, Dh + 1, dtype=sd)
     v1[:, :, :N, :Dh] = v
     v1[:, :, N, Dh] = 1.0
     mask = None if valid is None else F.pad(valid, (0, 1), value=True)[:, None, None, :]
-    q1_b = q1.to(q.dtype).expand(B, H, -1, -1)
-    r = F.scaled_dot_product_attention(q1_b, k1, v1, attn_mask=mask, scale=1.0)  # (B, H, m, Dh + 1)
+    q1_b = q1.to(sd).expand(B, H, -1, -1)
+    with torch.autocast(device_type=q.device.type, enabled=False):  # in sd, whatever the autocast dtype
+        r = F.scaled_dot_product_attention(q1_b, k1, v1, attn_mask=mask, scale=1.0)  # (B, H, m, Dh + 1)
 
     with torch.autocast(device_type=q.device.type, enabled=False):
         o = r[..., Dh].to(ctype).clamp(torch.finfo(ctype).tiny, 0.5)  # <= 1/2 by Jensen, up to rounding
         lse = c + torch.log1p(-o) - torch.log(o)  # (B, H, m)
-        lse = lse - lse.amax(-1, keepdim=True).detach()  # shift-invariant; keeps bf16 precision
-        m1 = r / (1.0 - o)[..., None].to(r.dtype)  # M_j in the first Dh channels; the last is unused
+        lse = lse - lse.amax(-1, keepdim=True).detach()  # shift-invariant; keeps low-precision digits
+        m1 = (r / (1.0 - o)[..., None].to(r.dtype)).to(q.dtype)  # M_j in the first Dh channels
 
     # 2. out = softmax_j(w~_j . q_i + l_j) M.
     q2 = torch.cat([q, q.new_ones(B, H, N, 1)], dim=-1)  # (B, H, N, Dh + 1)
-    k2 = torch.cat([q1_b[..., :Dh], lse.to(q.dtype)[..., None]], dim=-1)  # (B, H, m, Dh + 1)
+    k2 = torch.cat([q1.to(q.dtype)[..., :Dh].expand(B, H, -1, -1), lse.to(q.dtype)[..., None]], dim=-1)
     out = F.scaled_dot_product_attention(q2, k2, m1, scale=1.0, dropout_p=dropout)
     return out[..., :Dh]
 

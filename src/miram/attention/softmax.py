@@ -28,11 +28,14 @@ def softmax_attention(
     Returns:
         output ``(B, H, N, Dh)`` in q's dtype, and probabilities ``(B, H, N, N)`` in fp32.
     """
-    scores = (q.float() @ k.float().transpose(-2, -1)) * q.shape[-1] ** -0.5
-    if key_padding_mask is not None:
-        scores = scores.masked_fill(key_padding_mask[:, None, None, :].bool(), float("-inf"))
-    probs = scores.softmax(dim=-1)
-    return (probs @ v.float()).to(q.dtype), probs
+    # autocast would run the matmuls in its low precision despite the .float() (fp16 autocast: 10x the
+    # gradient error of fp16 inputs), so it is off here.
+    with torch.autocast(q.device.type, enabled=False):
+        scores = (q.float() @ k.float().transpose(-2, -1)) * q.shape[-1] ** -0.5
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :].bool(), float("-inf"))
+        probs = scores.softmax(dim=-1)
+        return (probs @ v.float()).to(q.dtype), probs
 
 
 @register_backend("softmax")
@@ -48,7 +51,8 @@ class SoftmaxAttention(AttentionBackend):
         out, probs = softmax_attention(q, k, v, key_padding_mask)
         if self.training and self.attn_drop > 0:
             probs = torch.nn.functional.dropout(probs, dropout_p(self))
-            out = (probs @ v.float()).to(q.dtype)
+            with torch.autocast(q.device.type, enabled=False):
+                out = (probs @ v.float()).to(q.dtype)
         return out
 
     @torch.no_grad()
