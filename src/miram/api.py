@@ -18,20 +18,14 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from miram.attention import build_attention, list_backends
-from miram.checkpoints import export, load_encoder, load_module
+# re-exported (``name as name``): with build_model and encode below, the API of ``import miram``
+from miram.attention import build_attention as build_attention
+from miram.attention import list_backends as list_backends
+from miram.checkpoints import export as export
+from miram.checkpoints import load_encoder as load_encoder
+from miram.checkpoints import load_module as load_module
 from miram.models.masked_autoencoder import MaskedAutoencoder, MaskedAutoencoderConfig
 from miram.models.mocov3 import MoCoV3, MoCoV3Config
-
-__all__ = [
-    "build_attention",
-    "build_model",
-    "encode",
-    "export",
-    "list_backends",
-    "load_encoder",
-    "load_module",
-]
 
 
 def _merge(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:

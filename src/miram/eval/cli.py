@@ -24,16 +24,22 @@ from miram.eval.data import EvalDataModule
 from miram.eval.finetune import LitFinetune
 from miram.eval.probe import LitProbe
 from miram.eval.runner import fit_and_test
-from miram.eval.tasks import TaskSpec, task_from_cache
+from miram.eval.tasks import task_from_cache
 from miram.models.vit import ViTConfig
 from miram.train.cli import RunDirCLI
 
 
-def _task(cache: str, label: str) -> TaskSpec:
-    return task_from_cache(Cache(cache), label)
+def task_of_label(cache: str, label: str) -> str:
+    """binary | multiclass | multilabel, from the label column of the cache."""
+    return task_from_cache(Cache(cache), label).task
 
 
-def _image_size(run: str | None, vit: Any) -> tuple[int, int]:
+def classes_of_label(cache: str, label: str) -> int:
+    """Number of classes (labels, for multilabel) of the label column of the cache."""
+    return task_from_cache(Cache(cache), label).num_classes
+
+
+def input_size(run: str | None, vit: Any) -> tuple[int, int]:
     """The encoder's input size: from the run, else from ``model.vit``, else the ViTConfig default."""
     if run is not None:
         config = read_encoder_config(run)
@@ -61,15 +67,10 @@ class EvalCLI(RunDirCLI):
             "(none: model.weights or model.vit from scratch)",
         )
         parser.link_arguments("run", "model.encoder")
-        parser.link_arguments(
-            ("data.cache", "data.label"), "model.task", compute_fn=lambda c, lb: _task(c, lb).task
-        )
-        parser.link_arguments(
-            ("data.cache", "data.label"),
-            "model.num_classes",
-            compute_fn=lambda c, lb: _task(c, lb).num_classes,
-        )
-        parser.link_arguments(("run", "model.vit"), "data.image_size", compute_fn=_image_size)
+        label = ("data.cache", "data.label")
+        parser.link_arguments(label, "model.task", compute_fn=task_of_label)
+        parser.link_arguments(label, "model.num_classes", compute_fn=classes_of_label)
+        parser.link_arguments(("run", "model.vit"), "data.image_size", compute_fn=input_size)
         parser.add_argument("--eval.group", type=str | None, default=None, help="row name in `miram compare`")
         parser.add_argument(
             "--eval.augment", type=bool, default=False, help="probe: augmented images, not cached features"
