@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cbis_fakes import FakeLesion, standard_lesions, write_dicom
+from cbis_fakes import FakeLesion, standard_lesions, synthetic_breast, write_dicom
 
 from miram.data.cache import Cache, CacheError, PrepareError
 from miram.data.cbis_ddsm import prepare_cbis_ddsm
@@ -19,7 +19,8 @@ Tree = Callable[..., tuple[Path, Path]]
 
 
 def run(root: Path, csv_dir: Path, out: Path, **kw: object) -> Cache:
-    kw = {"workers": 0, "progress": False, **kw}
+    # the fake images are 120x72: crops keep the ROI's own square unless a test asks for min_crop
+    kw = {"workers": 0, "progress": False, "min_crop": 0, **kw}
     return Cache(prepare_cbis_ddsm(root=str(root), csv_dir=str(csv_dir), out=str(out), **kw))  # type: ignore[arg-type]
 
 
@@ -124,14 +125,19 @@ def test_prepare_bad_inputs_skipped_with_reason(fake_tree: Tree, tmp_path: Path)
         "Mass-Training_P_00013_LEFT_CC_1": "no study folder",
         "Mass-Training_P_00014_LEFT_CC_1": "no ROI mask matches the full image shape 120x72",
         "Mass-Training_P_00016_LEFT_CC_1": "all-zero image",
-        "Mass-Training_P_00017_LEFT_CC_1": "smaller than min_size 16",
-        "Mass-Training_P_00001_LEFT_CC_2": "smaller than min_size 16",
     }
     for key, text in expected.items():
         assert text in reasons[key], (key, reasons[key])
     (csv_row,) = [r for k, r in reasons.items() if "mass_case_description_train_set.csv:" in k]
     assert "unknown pathology 'MALIGANT'" in csv_row
-    assert len(cache) == 2  # P_00001_1 and P_00002_1
+    # P_00001_1, P_00002_1 and the two lesions smaller than one patch, enlarged to min_size, not dropped
+    small = {
+        r.key: r.meta["crop_box"][2]
+        for r in cache.records
+        if r.meta["mask_bbox"][1] - r.meta["mask_bbox"][0] < 16
+    }
+    assert small == {"Mass-Training_P_00017_LEFT_CC_1": 16, "Mass-Training_P_00001_LEFT_CC_2": 16}
+    assert len(cache) == 4
 
 
 def test_prepare_fail_policy_stops_naming_file(fake_tree: Tree, tmp_path: Path) -> None:
@@ -163,3 +169,30 @@ def test_prepare_empty_result_and_start_errors(fake_tree: Tree, tmp_path: Path) 
         CsvError, match=r"mass_case_description_train_set.csv: missing column\(s\) \['image view'\]"
     ):
         run(root, csv_dir, tmp_path / "e")
+
+
+def test_tiles_clear_of_every_roi_and_small_rois_enlarged(fake_tree: Tree, tmp_path: Path) -> None:
+    # one breast view filed twice (a mass and a calcification: two copies of the same pixels), plus a
+    # 5 px lesion that a min_size of 16 used to drop while tiles went on covering it
+    lesions = [
+        FakeLesion("P_00001", center=(100, 40), radius=12),
+        FakeLesion("P_00001", kind="calc", center=(200, 60), radius=8),
+        FakeLesion("P_00001", abn_id=2, center=(300, 50), radius=2),
+    ]
+    pixels = synthetic_breast(400, 240, seed=3)
+    root, csv_dir = fake_tree("A", lesions, full_pixels=lambda les: pixels)
+    cache = run(
+        root, csv_dir, tmp_path / "c", tiles_per_image=40, tile_sizes=[24], min_crop=48, val_fraction=0
+    )
+    boxes = [r.meta["mask_bbox"] for r in cache.records if "tile" not in r.meta]
+    tiles = [r.meta["crop_box"] for r in cache.records if "tile" in r.meta]
+    assert len(boxes) == 3 and len(tiles) >= 20
+    for top, left, size in tiles:
+        for y0, y1, x0, x1 in boxes:
+            assert top + size <= y0 or top >= y1 or left + size <= x0 or left >= x1, (
+                (top, left, size),
+                (y0, y1, x0, x1),
+            )
+    sides = {r.key: r.meta["crop_box"][2] for r in cache.records if "tile" not in r.meta}
+    assert sides == {"Mass-Training_P_00001_LEFT_CC_1": 48, "Calc-Training_P_00001_LEFT_CC_1": 48,
+                     "Mass-Training_P_00001_LEFT_CC_2": 48}  # fmt: skip

@@ -154,3 +154,15 @@ def test_largest_component_picks_biggest() -> None:
     m[0:2, 0:2] = True
     m[5:9, 5:9] = True
     assert largest_component(m).sum() == 16
+
+
+def test_padding_zeroed_in_the_output_not_in_the_dataset(tmp_path: Path) -> None:
+    px = synthetic_breast(32, 24, seed=2)
+    px[:4] = 7  # padding rows
+    im = read_dicom(write_dicom(tmp_path / "pad.dcm", px, PixelPaddingValue=7))
+    assert (im.pixels[:4] == 0).all() and (im.ds.pixel_array[:4] == 7).all()  # the dataset keeps its values
+
+
+def test_real_palette_color_refused() -> None:
+    with pytest.raises(DicomError, match="PALETTE COLOR"):
+        read_dicom(fixture_file("OBXXXX1A.dcm"))

@@ -13,9 +13,9 @@ RLE and uncompressed data decode with pydicom + numpy; JPEG / JPEG-LS / JPEG 200
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydicom
@@ -49,19 +49,37 @@ def _open(path: str | Path, stop_before_pixels: bool) -> Dataset:
     if not p.is_file():
         raise DicomError(f"{p}: file not found")
     try:
-        return pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
+        ds = _read(p, stop_before_pixels, force=False)
     except pydicom.errors.InvalidDicomError:
-        pass  # no 'DICM' preamble: some writers omit it; retry leniently below
-    except (EOFError, OSError, ValueError, KeyError, TypeError) as e:
-        raise DicomError(f"{p}: truncated or corrupt DICOM file ({type(e).__name__}: {e})") from e
-    try:
-        ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, force=True)
-    except Exception as e:  # forced parsing of arbitrary bytes can fail in many ways
-        raise DicomError(f"{p}: not a DICOM file ({type(e).__name__}: {e})") from e
-    if "Rows" not in ds or "Columns" not in ds:
-        raise DicomError(f"{p}: not a DICOM file (no DICM preamble and no image header)")
-    if "TransferSyntaxUID" not in ds.file_meta:
-        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        # no 'DICM' preamble: some writers omit it; retry leniently
+        try:
+            ds = _read(p, stop_before_pixels, force=True)
+        except Exception as e:  # forced parsing of arbitrary bytes can fail (or run off the end) in many ways
+            raise DicomError(f"{p}: not a DICOM file ({type(e).__name__}: {e})") from e
+        if "Rows" not in ds or "Columns" not in ds:
+            raise DicomError(f"{p}: not a DICOM file (no DICM preamble and no image header)") from None
+        if "TransferSyntaxUID" not in ds.file_meta:
+            ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    if "TransferSyntaxUID" not in ds.file_meta or not ds.file_meta.TransferSyntaxUID:
+        raise DicomError(f"{p}: corrupt DICOM file (the file meta holds no TransferSyntaxUID)")
+    return ds
+
+
+def _read(p: Path, stop_before_pixels: bool, force: bool) -> Dataset:
+    """``dcmread`` whose failures and end-of-file warnings become a :class:`DicomError` saying truncated."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, force=force)
+        except pydicom.errors.InvalidDicomError:
+            raise
+        except Exception as e:  # pydicom raises EOFError, OSError, ValueError, KeyError, struct.error ...
+            raise DicomError(f"{p}: truncated or corrupt DICOM file ({type(e).__name__}: {e})") from e
+    # pydicom drops an element cut by the end of the file with only a warning (a truncated RLE / JPEG
+    # PixelData then looks like "no pixel data"): say what happened
+    ends = [str(w.message) for w in caught if "End of file" in str(w.message)]
+    if ends:
+        raise DicomError(f"{p}: truncated DICOM file ({ends[0]})")
     return ds
 
 
@@ -75,7 +93,11 @@ def read_header(path: str | Path) -> Dataset:
 
 
 def _check_decoder(ds: Dataset, path: str | Path) -> None:
-    ts = ds.file_meta.TransferSyntaxUID
+    ts = pydicom.uid.UID(str(ds.file_meta.TransferSyntaxUID))
+    if not ts.is_transfer_syntax:
+        raise DicomError(
+            f"{path}: transfer syntax '{ts}' is private or unknown; its pixel data cannot be decoded"
+        )
     if not ts.is_compressed:
         return
     from pydicom.pixels.decoders.base import get_decoder
@@ -132,15 +154,30 @@ def _modality(arr: np.ndarray, ds: Dataset) -> tuple[np.ndarray, tuple[float, fl
     return out, (ends[0], ends[1])
 
 
-def _first(value: Any, index: int) -> float:
-    if isinstance(value, pydicom.multival.MultiValue):
-        return float(value[min(index, len(value) - 1)])
-    return float(value)
+def _window_value(ds: Dataset, name: str, index: int, path: str | Path) -> float:
+    """``WindowCenter`` / ``WindowWidth`` number ``index`` (the last one when fewer are given).
+
+    Raises:
+        DicomError: an empty or non-numeric value.
+    """
+    value = ds[name].value
+    values = list(value) if isinstance(value, pydicom.multival.MultiValue) else [value]
+    try:
+        number = float(values[min(index, len(values) - 1)])
+    except (TypeError, ValueError, IndexError):
+        number = float("nan")
+    if not np.isfinite(number):
+        raise DicomError(
+            f"{path}: invalid window centre/width (WindowCenter={ds.get('WindowCenter')!r}, "
+            f"WindowWidth={ds.get('WindowWidth')!r}); pass voi=False to decode without the window"
+        )
+    return number
 
 
-def _window(x: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
+def _window(x: np.ndarray, ds: Dataset, index: int, path: str | Path) -> np.ndarray:
     """Window centre/width to [0, 1] (PS3.3 C.11.2.1.2/3)."""
-    c, w = _first(ds.WindowCenter, index), max(_first(ds.WindowWidth, index), 1.0)
+    c = _window_value(ds, "WindowCenter", index, path)
+    w = max(_window_value(ds, "WindowWidth", index, path), 1.0)
     fn = str(ds.get("VOILUTFunction", "LINEAR")).upper()
     x = x.astype(np.float64, copy=False)
     if fn == "SIGMOID":
@@ -175,9 +212,10 @@ def decode_pixels(
     Raises:
         DicomError: no pixel data, colour or multi-frame image, missing decoder, truncated pixel data.
     """
+    check_image_header(ds, path)
     if "PixelData" not in ds:
         raise DicomError(f"{path}: no pixel data (PixelData element missing)")
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise DicomError(
             f"{path}: colour image (SamplesPerPixel={ds.SamplesPerPixel}); only grey images are supported"
         )
@@ -203,14 +241,42 @@ def decode_pixels(
         values = apply_voi(values, ds, index=min(window_index, len(ds.VOILUTSequence) - 1))
         lo, hi = 0.0, 2.0 ** _lut_bits(item) - 1
     elif voi and "WindowCenter" in ds and "WindowWidth" in ds:
-        values, lo, hi = _window(values, ds, window_index), 0.0, 1.0
+        values, lo, hi = _window(values, ds, window_index, path), 0.0, 1.0
     out = to_uint16(values, lo, hi)
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         out = np.subtract(np.uint16(65535), out, dtype=np.uint16)  # after VOI: dense tissue ends up bright
     if padding is not None:
-        out = out.copy() if not out.flags.writeable else out
+        if not out.flags.writeable or np.shares_memory(out, raw):
+            out = out.copy()  # the fast path hands back ds.pixel_array itself: the dataset keeps its values
         out[padding] = 0
     return out
+
+
+def check_image_header(ds: Dataset, path: str | Path) -> tuple[int, int]:
+    """``(Rows, Columns)`` of a dataset that holds one grey image.
+
+    Raises:
+        DicomError: no image in the file (a structured report, a presentation state ...), or an image
+            whose PhotometricInterpretation is not MONOCHROME1/2 (PALETTE COLOR holds palette indices,
+            not intensities, and is refused rather than decoded as grey).
+    """
+    try:
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    except (TypeError, ValueError):
+        rows, columns = 0, 0
+    if rows <= 0 or columns <= 0:
+        kind = pydicom.uid.UID(str(ds.get("SOPClassUID", "") or "unknown SOP class"))
+        name = kind.name if kind.is_valid else str(kind)
+        raise DicomError(f"{path}: holds no image ({name}: no Rows/Columns); not an image file")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
+    if photometric == "PALETTE COLOR":
+        raise DicomError(
+            f"{path}: PALETTE COLOR image (pixel values index a colour palette, not intensities); "
+            "only grey MONOCHROME1/2 images are supported"
+        )
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
+        raise DicomError(f"{path}: PhotometricInterpretation {photometric!r} is not a grey image")
+    return rows, columns
 
 
 def read_dicom(path: str | Path, voi: bool = True, window_index: int = 0) -> DicomImage:

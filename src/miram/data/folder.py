@@ -138,6 +138,10 @@ def _run(item: tuple[FolderItem, CacheRecord], out: str, min_size: int, max_size
             raise ImageError(f"{src.path}: all-zero image")
     except ImageError as e:
         result: tuple[list[CacheRecord], list[tuple[str, str]]] = ([], [(src.path, str(e))])
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - read_image converts what it knows; one file never stops the run
+        result = ([], [(src.path, f"{src.path}: unexpected {type(e).__name__} ({e})")])
     else:
         image, scale = resize_max(image, max_size)
         atomic_save_npy(Path(out) / "records" / f"{record.key}.npy", image)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miram.data.dicom import DicomError, read_dicom, read_header
+from miram.data.dicom import DicomError, check_image_header, read_dicom, read_header
 
 DICOM_SUFFIXES = (".dcm", ".dicom", "")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -73,30 +73,44 @@ def read_image(path: str | Path) -> np.ndarray:
     """Any supported image file → uint16 ``(H, W)``; DICOM through :func:`miram.data.dicom.read_dicom`.
 
     Raises:
-        ImageError: missing, unreadable or unsupported file (DicomError is converted, message kept).
+        ImageError: missing, unreadable or unsupported file, and nothing else: a failure this module did not
+            foresee is reported as an ImageError too, naming the file and the exception, so that one file
+            can always be skipped.
     """
     p = Path(path)
-    if p.suffix.lower() in RASTER_SUFFIXES:
-        return read_raster(p)
     try:
+        if p.suffix.lower() in RASTER_SUFFIXES:
+            return read_raster(p)
         return read_dicom(p).pixels
+    except ImageError:
+        raise
     except DicomError as e:
         raise ImageError(str(e)) from e
+    except MemoryError:
+        raise  # not the file's fault: a machine out of memory must stop the run
+    except Exception as e:  # noqa: BLE001 - decoders raise anything on hostile bytes
+        raise ImageError(f"{p}: cannot read the image ({type(e).__name__}: {e})") from e
 
 
 def image_shape(path: str | Path) -> tuple[int, int]:
-    """``(H, W)`` from the header only (DICOM ``Rows``/``Columns`` or the raster header)."""
-    p = Path(path)
-    if p.suffix.lower() in RASTER_SUFFIXES:
-        from PIL import Image, UnidentifiedImageError
+    """``(H, W)`` from the header only (DICOM ``Rows``/``Columns`` or the raster header).
 
-        try:
+    Raises:
+        ImageError: as :func:`read_image` (a DICOM without an image says so).
+    """
+    p = Path(path)
+    try:
+        if p.suffix.lower() in RASTER_SUFFIXES:
+            from PIL import Image
+
             with Image.open(p) as im:
                 return im.size[1], im.size[0]
-        except (UnidentifiedImageError, OSError) as e:
-            raise ImageError(f"{p}: not a readable image ({e})") from e
-    try:
-        ds = read_header(p)
+        return check_image_header(read_header(p), p)
     except DicomError as e:
         raise ImageError(str(e)) from e
-    return int(ds.Rows), int(ds.Columns)
+    except FileNotFoundError:
+        raise ImageError(f"{p}: file not found") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PIL raises UnidentifiedImageError, OSError, SyntaxError ...
+        raise ImageError(f"{p}: not a readable image ({type(e).__name__}: {e})") from e

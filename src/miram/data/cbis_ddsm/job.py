@@ -28,6 +28,7 @@ class JobSettings:
     crop_context: float = 0.0
     max_size: int | None = None
     min_size: int = 16
+    min_crop: int = 128
     tile_sizes: tuple[int, ...] = (224,)
     flip_to: Literal["none", "left", "right"] = "none"
     seed: int = 0
@@ -51,6 +52,8 @@ class ImageJob:
         lesions: the lesions drawn on this image.
         tiles: number of background tiles to sample (0 = none).
         tile_record: template record for tiles (split, patient, labels, pretrain).
+        avoid: lesions drawn on another copy of the same breast view (CBIS-DDSM files a view holding a mass
+            and a calcification twice): tiles keep clear of them too; their crops are cut by their own job.
     """
 
     key: str
@@ -58,6 +61,7 @@ class ImageJob:
     lesions: list[LesionTask] = field(default_factory=list)
     tiles: int = 0
     tile_record: CacheRecord | None = None
+    avoid: list[LesionTask] = field(default_factory=list)
 
 
 @dataclass
@@ -69,28 +73,60 @@ class JobResult:
     skipped: list[tuple[str, str]]
 
 
-def _pick_full(files: list[str]) -> tuple[str, tuple[int, int]]:
-    """The largest file of the full-image series (a series normally holds exactly one)."""
-    shapes = [(image_shape(f), f) for f in files]
-    (h, w), f = max(shapes, key=lambda s: s[0][0] * s[0][1])
-    return f, (h, w)
+def _pick_full(files: list[str]) -> tuple[str, list[tuple[str, str]]]:
+    """The largest image file of the full-image series (normally its only file), and ``(file, reason)`` for
+    the files that are no image (a structured report filed in the series, a broken header).
+
+    Raises:
+        ImageError: no file of the series holds an image.
+    """
+    shapes, ignored = _shapes(files)
+    if not shapes:
+        raise ImageError(ignored[0][1] if len(ignored) == 1 else "; ".join(r for _, r in ignored))
+    return max(shapes, key=lambda f: shapes[f][0] * shapes[f][1]), ignored
 
 
-def _assign_mask(task: LesionTask, shape: tuple[int, int]) -> tuple[str, np.ndarray, str | None]:
+def _shapes(files: list[str]) -> tuple[dict[str, tuple[int, int]], list[tuple[str, str]]]:
+    shapes: dict[str, tuple[int, int]] = {}
+    ignored: list[tuple[str, str]] = []
+    for f in files:
+        try:
+            shapes[f] = image_shape(f)
+        except ImageError as e:
+            ignored.append((f, str(e)))
+    return shapes, ignored
+
+
+@dataclass
+class Located:
+    """Where a lesion's ROI lies on the full image (after the flip, when there is one).
+
+    Attributes:
+        mask_file: the ROI mask file; crop_file: the provided crop (None when the series holds none).
+        bbox: the mask's bounding box ``(y0, y1, x0, x1)``, end-exclusive, in full-image pixels.
+        ignored: ``(file, reason)`` of the series' files that hold no image.
+    """
+
+    mask_file: str
+    crop_file: str | None
+    bbox: tuple[int, int, int, int]
+    ignored: list[tuple[str, str]]
+
+
+def _locate(task: LesionTask, shape: tuple[int, int], flip: bool) -> Located:
     """Mask = the file with the full image's shape and binary values; crop = the other file.
 
     Raises:
-        ImageError: no file (or no binary file) with the full image's shape.
+        ImageError: no file (or no binary file) with the full image's shape, or an empty mask.
     """
-    shapes: dict[str, tuple[int, int]] = {}
-    for f in task.files:
-        shapes[f] = image_shape(f)
+    shapes, ignored = _shapes(task.files)
     same = [f for f, s in shapes.items() if s == shape]
     if not same:
         listed = ", ".join(f"{Path(f).name} {s[0]}x{s[1]}" for f, s in shapes.items())
+        listed += "".join(f", {Path(f).name} (no image)" for f, _ in ignored)
         raise ImageError(
             f"{Path(task.files[0]).parent}: no ROI mask matches the full image shape {shape[0]}x{shape[1]} "
-            f"(files: {listed}); crop/mask cannot be resolved"
+            f"(files: {listed.lstrip(', ')}); crop/mask cannot be resolved"
         )
     for f in same:
         pixels = read_image(f)
@@ -100,31 +136,32 @@ def _assign_mask(task: LesionTask, shape: tuple[int, int]) -> tuple[str, np.ndar
         extremes = np.mean((sample <= top // 10) | (sample >= top - top // 10)) if top else 0.0
         if top and extremes >= 0.98:
             crop = next((c for c, s in shapes.items() if c != f and s != shape), None)
-            return f, pixels > top // 2, crop
+            mask = pixels > top // 2
+            if flip:
+                mask = mask[:, ::-1]
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            if rows.size == 0:
+                raise ImageError(f"{f}: empty ROI mask (no pixel > 0)")
+            bbox = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+            return Located(f, crop, bbox, ignored)
     raise ImageError(f"{same[0]}: has the full image's shape but is not a binary mask")
 
 
-def _lesion(
-    task: LesionTask, image: np.ndarray, flip: bool, s: JobSettings
-) -> tuple[CacheRecord, np.ndarray]:
-    mask_file, mask, crop_file = _assign_mask(task, image.shape)
-    if flip:
-        mask = mask[:, ::-1]
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        raise ImageError(f"{mask_file}: empty ROI mask (no pixel > 0)")
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    top, left, side = square_box(y0, y1, x0, x1, s.crop_context)
+def _lesion(task: LesionTask, image: np.ndarray, where: Located, flip: bool, s: JobSettings) -> tuple[
+    CacheRecord, np.ndarray
+]:  # fmt: skip
+    """The square crop around a located lesion, at least ``max(min_crop, min_size)`` wide (small ROIs are
+    enlarged, never dropped: their context is what a classifier can use)."""
+    y0, y1, x0, x1 = where.bbox
+    top, left, side = square_box(y0, y1, x0, x1, s.crop_context, min_side=max(s.min_crop, s.min_size))
     crop = crop_padded(image, top, left, side, side)
-    if side < s.min_size:
-        raise ImageError(f"{mask_file}: lesion crop {side}x{side} is smaller than min_size {s.min_size}")
     if not crop.any():
-        raise ImageError(f"{mask_file}: lesion crop is all zero")
+        raise ImageError(f"{where.mask_file}: lesion crop is all zero")
     crop, scale = resize_max(crop, s.max_size)
     meta = dict(task.record.meta)
     meta.update(
-        mask_file=mask_file,
-        crop_file=crop_file,
+        mask_file=where.mask_file,
+        crop_file=where.crop_file,
         mask_bbox=[y0, y1, x0, x1],
         crop_box=[top, left, side],
         scale=scale,
@@ -162,12 +199,20 @@ def _tiles(
     return out
 
 
+def _reason(e: Exception, files: list[str]) -> str:
+    """An ImageError's message names its file; anything else is named after the job's first file."""
+    if isinstance(e, ImageError):
+        return str(e)
+    return f"{files[0] if files else '?'}: unexpected {type(e).__name__} ({e})"
+
+
 def run_job(job: ImageJob, s: JobSettings) -> JobResult:
     """Decode, cut, write and journal one image job; never raises for bad inputs (they become skips)."""
     records: list[CacheRecord] = []
     skipped: list[tuple[str, str]] = []
     try:
-        full_file, _ = _pick_full(job.full_files)
+        full_file, ignored = _pick_full(job.full_files)
+        skipped += ignored
         image = read_image(full_file)
         if min(image.shape) < s.min_size:
             raise ImageError(
@@ -175,11 +220,14 @@ def run_job(job: ImageJob, s: JobSettings) -> JobResult:
             )
         if not image.any():
             raise ImageError(f"{full_file}: all-zero image")
-    except ImageError as e:
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure on this image is a skip naming the file
+        reason = _reason(e, job.full_files)
         for task in job.lesions:
-            skipped.append((task.record.key, f"full image: {e}"))
+            skipped.append((task.record.key, f"full image: {reason}"))
         if not job.lesions:
-            skipped.append((job.key, f"full image: {e}"))
+            skipped.append((job.key, f"full image: {reason}"))
         save_job(s.out, job.key, records, skipped)
         return JobResult(job.key, records, skipped)
     small, stride = breast_mask_small(image)
@@ -187,21 +235,49 @@ def run_job(job: ImageJob, s: JobSettings) -> JobResult:
     if flip:
         image, small = np.ascontiguousarray(image[:, ::-1]), small[:, ::-1]
     root = Path(s.out) / "records"
+    # Tiles keep clear of *every* ROI of the image, also of lesions whose crop is not kept; a lesion that
+    # cannot be located leaves the image without tiles, since no tile could be shown to be background.
     lesion_small = np.zeros_like(small)
+    unlocated: list[str] = []
     for task in job.lesions:
         try:
-            record, crop = _lesion(task, image, flip, s)
-        except ImageError as e:
-            skipped.append((task.record.key, str(e)))
+            where = _locate(task, image.shape, flip)
+        except MemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            skipped.append((task.record.key, _reason(e, task.files)))
+            unlocated.append(task.record.key)
+            continue
+        skipped += [item for item in where.ignored if item not in skipped]
+        y0, y1, x0, x1 = where.bbox
+        lesion_small[y0 // stride : -(-y1 // stride), x0 // stride : -(-x1 // stride)] = True
+        try:
+            record, crop = _lesion(task, image, where, flip, s)
+        except MemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            skipped.append((task.record.key, _reason(e, [where.mask_file])))
             continue
         atomic_save_npy(root / f"{record.key}.npy", crop)
         records.append(record)
-        y0, y1, x0, x1 = record.meta["mask_bbox"]
-        lesion_small[y0 // stride : -(-y1 // stride), x0 // stride : -(-x1 // stride)] = True
     meta_common = {"full_file": full_file, "flipped": flip}
     for i, record in enumerate(records):
         records[i] = replace(record, meta={**record.meta, **meta_common})
     if job.tiles and job.tile_record is not None:
+        for task in job.avoid:
+            try:
+                y0, y1, x0, x1 = _locate(task, image.shape, flip).bbox
+            except MemoryError:
+                raise
+            except Exception:  # noqa: BLE001 - reported by the job that owns the lesion
+                unlocated.append(task.record.key)
+                continue
+            lesion_small[y0 // stride : -(-y1 // stride), x0 // stride : -(-x1 // stride)] = True
+    if job.tiles and job.tile_record is not None and unlocated:
+        skipped.append(
+            (f"{job.key}_tiles", f"no background tiles: ROI of {', '.join(unlocated)} not located")
+        )
+    elif job.tiles and job.tile_record is not None:
         for record, tile in _tiles(job, image, small, stride, lesion_small, s):
             atomic_save_npy(root / f"{record.key}.npy", tile)
             records.append(replace(record, meta={**record.meta, **meta_common}))

@@ -85,10 +85,14 @@ def _plan(
             meta=lesion_meta(les),
         )
         job = jobs.get(les.subject)
+        # the same breast view can sit in a mass and a calc file as two DICOM copies: tile only one, clear of
+        # the lesions of both
+        view_key = (les.patient_id, les.side, les.view)
+        first_subject = first_of_view.setdefault(view_key, les.subject)
+        if first_subject != les.subject:
+            jobs[first_subject].avoid.append(LesionTask(files, record))
         if job is None:
-            # the same breast view can sit in a mass and a calc file as two DICOM copies: tile only one
-            view_key = (les.patient_id, les.side, les.view)
-            first = first_of_view.setdefault(view_key, les.subject) == les.subject
+            first = first_subject == les.subject
             tiles = tiles_per_image if pretrain and first else 0
             tile_record = CacheRecord(
                 key=les.subject,
@@ -113,6 +117,7 @@ def prepare_cbis_ddsm(
     tiles_per_image: int = 0,
     tile_sizes: list[int] | None = None,
     min_size: int = 16,
+    min_crop: int = 128,
     val_fraction: float = 0.2,
     seed: int = 0,
     workers: int = 2,
@@ -134,7 +139,9 @@ def prepare_cbis_ddsm(
         tiles_per_image: background tiles per full image for pre-training (inside the breast, clear of
             lesions); only for images allowed in pre-training pools.
         tile_sizes: tile sides in native pixels, cycled over the tiles of an image (default ``[224]``).
-        min_size: smallest usable image or crop side (one patch); smaller ones are skipped.
+        min_size: smallest usable full-image side (one patch); smaller images are skipped.
+        min_crop: smallest lesion crop side in native pixels: smaller ROIs are enlarged to it around their
+            centre, never dropped (``cbis-ddsm.md`` §12.3: 128–224 px); 0 = the ROI's own square.
         val_fraction: share of official-train patients moved to ``val`` (stratified, by patient).
         seed: seed of the validation draw and the tile positions.
         workers: decoding processes (0 or 1 = in this process).
@@ -166,13 +173,13 @@ def prepare_cbis_ddsm(
     writer = CacheWriter(out, "cbis-ddsm", overwrite=overwrite)
     settings = JobSettings(
         out=str(Path(out)), crop_context=crop_context, max_size=max_size, min_size=min_size,
-        tile_sizes=sizes, flip_to=flip_to, seed=seed,
+        min_crop=min_crop, tile_sizes=sizes, flip_to=flip_to, seed=seed,
     )  # fmt: skip
     writer.check_settings({
         "root": str(Path(root).resolve()), "csv_dir": str(Path(csv_dir).resolve()),
         "crop_context": crop_context, "max_size": max_size, "tiles_per_image": tiles_per_image,
-        "tile_sizes": list(sizes), "min_size": min_size, "val_fraction": val_fraction, "seed": seed,
-        "flip_to": flip_to,
+        "tile_sizes": list(sizes), "min_size": min_size, "min_crop": min_crop, "val_fraction": val_fraction,
+        "seed": seed, "flip_to": flip_to,
     })  # fmt: skip
     results: dict[str, JobResult] = {}
     todo = []
@@ -206,7 +213,13 @@ def prepare_cbis_ddsm(
         "cross_split_patients": crossed,
         "num_images": len(jobs),
         "counts": dict(counts),
-        "settings": {"crop_context": crop_context, "max_size": max_size, "flip_to": flip_to, "seed": seed},
+        "settings": {
+            "crop_context": crop_context,
+            "min_crop": min_crop,
+            "max_size": max_size,
+            "flip_to": flip_to,
+            "seed": seed,
+        },
     }
     path = writer.finalize(LABELS, extra=extra)
     _say(
