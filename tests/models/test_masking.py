@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from miram.models.masking import gather_tokens, random_masking, unshuffle_with_mask_tokens
+from miram.models.masking import gather_tokens, num_visible, random_masking, unshuffle_with_mask_tokens
 
 
 @pytest.mark.parametrize(("tokens", "ratio"), [(32, 0.75), (49, 0.75), (196, 0.5), (10, 0.0)])
@@ -38,3 +38,21 @@ def test_unshuffle_restores_raster_order() -> None:
 def test_masking_rejects_ratio_one() -> None:
     with pytest.raises(ValueError, match="mask_ratio"):
         random_masking(1, 4, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "ratio", "keep"),
+    [(49, 0.75, 12), (32, 0.75, 8), (196, 0.75, 49), (10, 0.7, 3), (10, 0.0, 10), (7, 0.5, 3)],
+)
+def test_visible_token_counts_by_hand(tokens: int, ratio: float, keep: int) -> None:
+    # MAE: int(L * (1 - r)), rounded down; 49 patches at 75 % keep 12 and hide 37
+    assert num_visible(tokens, ratio) == keep
+    m = random_masking(2, tokens, ratio)
+    assert m.mask.sum(1).tolist() == [tokens - keep] * 2
+
+
+def test_lower_noise_is_kept() -> None:
+    noise = torch.tensor([[0.9, 0.1, 0.5, 0.3]])
+    m = random_masking(1, 4, 0.5, noise=noise)
+    assert m.ids_keep.tolist() == [[1, 3]] and m.mask.tolist() == [[True, False, True, False]]
+    assert m.ids_restore.tolist() == [[3, 0, 2, 1]]

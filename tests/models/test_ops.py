@@ -44,3 +44,15 @@ def test_upsample_mask_marks_each_cell_as_a_block() -> None:
 def test_area_downsample_averages_blocks() -> None:
     x = torch.tensor([[[[1.0, 3.0], [5.0, 7.0]]]])
     assert area_downsample(x, 2).item() == 4.0
+
+
+def test_area_downsample_averages_each_block_of_a_non_square_image() -> None:
+    x = torch.arange(4 * 6, dtype=torch.float32).reshape(1, 1, 4, 6)  # value = 6 * row + col
+    # block (i, j) covers rows 2i, 2i+1 and columns 2j, 2j+1: mean = 6 * (2i + 0.5) + 2j + 0.5
+    expected = torch.tensor([[3.5, 5.5, 7.5], [15.5, 17.5, 19.5]])
+    assert torch.equal(area_downsample(x, 2)[0, 0], expected)
+    assert torch.equal(area_downsample(x, 1), x)
+    # factor 4 of a 4 x 8 image of col**2: the block means (0+1+4+9)/4 and (16+25+36+49)/4; a bilinear
+    # resize (exact for factor 2) would sample between columns 1 and 2 instead: 2.5
+    square = (torch.arange(8, dtype=torch.float32) ** 2).expand(1, 1, 4, 8)
+    assert area_downsample(square, 4).flatten().tolist() == [3.5, 31.5]
