@@ -33,6 +33,7 @@ FORMAT = "miram-cache"
 VERSION = 1
 SPLITS = ("train", "val", "test")
 MAX_OPEN_MAPS = 16384
+MIN_STD_LEVELS = 0.5  # a cache whose pixel std is under half a grey level (of 65535) is constant: refused
 
 
 @dataclass
@@ -159,24 +160,45 @@ class CacheWriter:
         self._keys.add(record.key)
         self.records.append(record)
 
-    def check_settings(self, settings: dict[str, Any]) -> None:
-        """Refuse to resume a cache prepared with other settings (records would mix); remember these.
+    def check_settings(self, settings: dict[str, Any], sources: dict[str, str] | None = None) -> None:
+        """Resume only the same job: refuse a directory prepared with other settings or from sources that
+        changed since, or holding a cache with no record of its settings; remember these otherwise.
+
+        Args:
+            settings: everything that decides the records' pixels and labels (JSON-able).
+            sources: input file -> :func:`fingerprint` (size and modification time), when the job reads files.
 
         Raises:
-            CacheError: the journal holds different settings (message lists them; use overwrite).
+            CacheError: the message says what differs; ``overwrite`` starts again.
         """
-        path = self.root / "journal" / "settings.json"
-        current = json.loads(json.dumps(settings, sort_keys=True, default=str))
-        if path.exists():
-            previous = json.loads(path.read_text())
-            if previous != current:
-                diff = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        path, src_path = self.root / "journal" / "settings.json", self.root / "journal" / "sources.json"
+        current = json.loads(json.dumps({"source": self.source, **settings}, sort_keys=True, default=str))
+        again = "pass overwrite=True (--overwrite true) to rebuild it"
+        if not path.exists():
+            if (self.root / "cache.json").exists() or any((self.root / "records").glob("*.npy")):
                 raise CacheError(
-                    f"{self.root}: holds a partial or finished cache prepared with other settings ({diff}); "
-                    "pass overwrite=True (--overwrite true) to start again"
+                    f"{self.root}: holds a cache with no record of the settings it was prepared with; {again}"
                 )
+            if sources is not None:
+                atomic_write_bytes(src_path, json.dumps(sources, indent=0, sort_keys=True).encode())
+            atomic_write_bytes(path, json.dumps(current, indent=2, sort_keys=True).encode())
             return
-        atomic_write_bytes(path, json.dumps(current, indent=2, sort_keys=True).encode())
+        previous = json.loads(path.read_text())
+        if previous != current:
+            diff = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+            raise CacheError(
+                f"{self.root}: holds a partial or finished cache prepared with other settings ({diff}); "
+                f"{again}"
+            )
+        if sources is not None:
+            before = json.loads(src_path.read_text()) if src_path.exists() else {}
+            changed = sorted(k for k in set(before) | set(sources) if before.get(k) != sources.get(k))
+            if changed:
+                shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+                raise CacheError(
+                    f"{self.root}: {len(changed)} source file(s) changed, appeared or disappeared since this "
+                    f"cache was started ({shown}); its pixels would be stale: {again}"
+                )
 
     def load_job(self, job: str) -> tuple[list[CacheRecord], list[tuple[str, str]]] | None:
         """Records and skips of a job finished by an earlier run, or None when it must run (again)."""
@@ -205,7 +227,7 @@ class CacheWriter:
                 f"{self.root}: no usable records ({len(self.skipped)} inputs skipped; see "
                 f"{self.root / 'skipped.csv'})"
             )
-        stats = intensity_stats([self.record_path(r.key) for r in self.records])
+        stats = self._stats()
         lines = "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in self.records)
         atomic_write_bytes(self.root / "manifest.jsonl", lines.encode())
         counts = {s: sum(r.split == s for r in self.records) for s in SPLITS}
@@ -222,6 +244,31 @@ class CacheWriter:
         }
         atomic_write_bytes(self.root / "cache.json", json.dumps(info, indent=2).encode())
         return self.root
+
+    def _stats(self) -> dict[str, Any]:
+        """Intensity statistics of the training split (the model must not see val/test pixels, not even
+        through their mean), else of the non-test records, else of all (recorded in ``from``).
+
+        Raises:
+            CacheError: the chosen records are constant (a zero std cannot normalise anything).
+        """
+        name, chosen = next(
+            (name, chosen)
+            for name, chosen in (
+                ("train", [r for r in self.records if r.split == "train"]),
+                ("train+val (no train split)", [r for r in self.records if r.split != "test"]),
+                ("test (the cache holds only test records)", self.records),
+            )
+            if chosen
+        )
+        stats: dict[str, Any] = intensity_stats([self.record_path(r.key) for r in chosen])
+        if not stats["std"] * 65535.0 >= MIN_STD_LEVELS:
+            raise CacheError(
+                f"{self.root}: the {len(chosen)} {name} record(s) are constant (pixel std "
+                f"{stats['std'] * 65535.0:.3g} grey levels of 65535); a zero-variance cache cannot be "
+                "normalised"
+            )
+        return {**stats, "from": name, "records": len(chosen)}
 
     def _write_skipped(self) -> None:
         lines = [["input", "reason"], *self.skipped]
@@ -256,8 +303,15 @@ def intensity_stats(paths: Sequence[Path], max_samples: int = 256, seed: int = 0
         total_sq += (a * a).sum()
         count += a.size
     mean = total / count
-    std = max((total_sq / count - mean * mean) ** 0.5, 1e-6)
+    # E[x²] − E[x]² can round below zero on a constant set: clamp before the root (NaN otherwise)
+    std = max(total_sq / count - mean * mean, 0.0) ** 0.5
     return {"mean": float(mean), "std": float(std)}
+
+
+def fingerprint(path: str | Path) -> str:
+    """``"size:mtime_ns"`` of a source file: what tells a resumed ``prepare`` that an input changed."""
+    st = Path(path).stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 class Cache:
@@ -284,6 +338,12 @@ class Cache:
         with open(self.root / "manifest.jsonl") as f:
             self.records = [CacheRecord(**json.loads(line)) for line in f if line.strip()]
         self.labels = {k: LabelSpec(**v) for k, v in self.info["labels"].items()}
+        stats = self.info.get("stats", {})
+        if not (np.isfinite(stats.get("mean", np.nan)) and stats.get("std", 0.0) * 65535.0 >= MIN_STD_LEVELS):
+            raise CacheError(
+                f"{info_path}: unusable intensity statistics {stats} (std NaN or zero: a constant image "
+                "set); prepare the cache again"
+            )
         self._maps: dict[int, np.ndarray] = {}
 
     @property

@@ -22,7 +22,15 @@ from typing import Literal
 
 import numpy as np
 
-from miram.data.cache import CacheRecord, CacheWriter, LabelSpec, PrepareError, atomic_save_npy, save_job
+from miram.data.cache import (
+    CacheRecord,
+    CacheWriter,
+    LabelSpec,
+    PrepareError,
+    atomic_save_npy,
+    fingerprint,
+    save_job,
+)
 from miram.data.crops import resize_max
 from miram.data.dicom import DicomError, read_header
 from miram.data.images import RASTER_SUFFIXES, ImageError, read_image
@@ -198,9 +206,12 @@ def prepare_folder(
     classes = sorted({it.label for it in items if it.label is not None})
     labels = {"label": LabelSpec("multiclass", classes)} if classes else {}
     writer = CacheWriter(out, "folder", overwrite=overwrite)
-    writer.check_settings({"root": str(base.resolve()), "manifest": manifest, "min_size": min_size,
-                           "max_size": max_size, "val_fraction": val_fraction, "test_fraction": test_fraction,
-                           "seed": seed})  # fmt: skip
+    settings = {"root": str(base.resolve()), "manifest": manifest, "min_size": min_size, "max_size": max_size,
+                "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed}  # fmt: skip
+    sources = {it.path: fingerprint(it.path) for it in items}
+    if manifest:
+        sources[str(manifest)] = fingerprint(manifest)
+    writer.check_settings(settings, sources)
     results: dict[str, tuple[list[CacheRecord], list[tuple[str, str]]]] = {}
     todo = []
     for it in items:

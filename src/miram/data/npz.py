@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miram.data.cache import CacheRecord, CacheWriter, LabelSpec, PrepareError
+from miram.data.cache import CacheRecord, CacheWriter, LabelSpec, PrepareError, fingerprint
 from miram.data.images import ImageError, to_uint16_array
 
 SPLITS = ("train", "val", "test")
@@ -65,6 +65,10 @@ def prepare_npz(
     if missing:
         raise PrepareError(f"{src}: missing array(s) {missing}")
     writer = CacheWriter(out, "npz", overwrite=overwrite)
+    writer.check_settings(
+        {"path": str(src.resolve()), "classes": classes, "min_size": min_size},
+        sources={str(src.resolve()): fingerprint(src)},
+    )
     num_classes, multilabel = 0, False
     for split in present:
         images = data[f"{split}_images"]
@@ -90,7 +94,7 @@ def prepare_npz(
             record = CacheRecord(
                 key, split, patient_id=key, labels={"label": value}, pretrain=split != "test", source=where
             )
-            writer.add(record, None if writer.has(key) else image)
+            writer.add(record, image)  # always written: pixels are never taken from an earlier run
     names = classes or [str(c) for c in range(num_classes)]
     if len(names) < num_classes:
         raise PrepareError(f"{src}: {num_classes} classes in the labels but {len(names)} names given")

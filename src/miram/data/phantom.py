@@ -243,6 +243,9 @@ def prepare_phantoms(
     if num < 1 or size < 16:
         raise ValueError(f"need num >= 1 and size >= 16, got num={num}, size={size}")
     writer = CacheWriter(out, "phantoms", overwrite=overwrite)
+    writer.check_settings(  # phantoms are a pure function of these: a resumed run may keep earlier pixels
+        {"num": num, "size": size, "seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    )
     split_rng = np.random.default_rng([seed, 2**31])  # a stream no sample index uses
     u = split_rng.uniform(size=num)
     for i in track(range(num), description=f"phantoms -> {out}", transient=True):

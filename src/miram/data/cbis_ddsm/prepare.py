@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
-from miram.data.cache import CacheRecord, CacheWriter, PrepareError
+from miram.data.cache import CacheRecord, CacheWriter, PrepareError, fingerprint
 from miram.data.cbis_ddsm.case_csv import Lesion, read_case_csvs
 from miram.data.cbis_ddsm.job import ImageJob, JobResult, JobSettings, LesionTask, run_job
 from miram.data.cbis_ddsm.labels import (
@@ -108,6 +108,16 @@ def _plan(
     return [jobs[k] for k in sorted(jobs)]
 
 
+def _sources(csv_dir: str, jobs: list[ImageJob]) -> dict[str, str]:
+    """Fingerprints of the CSVs and of every file a job reads (a changed file must not resume)."""
+    files = {str(p) for p in Path(csv_dir).glob("*.csv")}
+    for job in jobs:
+        files.update(job.full_files)
+        for task in (*job.lesions, *job.avoid):
+            files.update(task.files)
+    return {f: fingerprint(f) for f in sorted(files)}
+
+
 def prepare_cbis_ddsm(
     root: str,
     csv_dir: str,
@@ -180,7 +190,7 @@ def prepare_cbis_ddsm(
         "crop_context": crop_context, "max_size": max_size, "tiles_per_image": tiles_per_image,
         "tile_sizes": list(sizes), "min_size": min_size, "min_crop": min_crop, "val_fraction": val_fraction,
         "seed": seed, "flip_to": flip_to,
-    })  # fmt: skip
+    }, sources=_sources(csv_dir, jobs))  # fmt: skip
     results: dict[str, JobResult] = {}
     todo = []
     for job in jobs:
