@@ -9,20 +9,37 @@ Batches are ``(images (B, C, H, W), target)``; the probe also takes cached featu
 from __future__ import annotations
 
 import math
-from dataclasses import replace
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from miram.checkpoints import describe, load_encoder
+from miram.checkpoints import Which, describe, load_encoder, resolve_checkpoint
 from miram.config import from_dict, to_dict
 from miram.eval.metrics import Task, classification_metrics, evaluate_safe, per_class_metrics
 from miram.models.pretrained import load_pretrained
-from miram.models.vit import ViTConfig, ViTEncoder
+from miram.models.vit import Pool, ViTConfig, ViTEncoder
 from miram.train.optim import warmup_cosine
+
+
+@dataclass
+class EncoderSource:
+    """Where the encoder under evaluation came from (recorded in every evaluation's ``summary.json``).
+
+    Attributes:
+        description: ``"<method>:<path>"``, ``"weights:<path>"`` or ``"scratch"``.
+        checkpoint: the file its weights were read from (a run directory resolved to its checkpoint file), or
+            None for a randomly initialised encoder.
+        which: for a run directory, which of its checkpoints was taken (``last`` | ``best``); else None.
+    """
+
+    description: str = "scratch"
+    checkpoint: str | None = None
+    which: Which | None = None
 
 
 def build_encoder(
@@ -30,21 +47,30 @@ def build_encoder(
     weights: str | None = None,
     vit: ViTConfig | dict[str, Any] | None = None,
     drop_path_rate: float | None = None,
-    global_pool: Literal["cls", "mean"] | None = None,
-) -> tuple[ViTEncoder, str]:
-    """The encoder to evaluate, and a short description of where it came from.
+    global_pool: Pool | None = None,
+    which: Which = "last",
+) -> tuple[ViTEncoder, EncoderSource]:
+    """The encoder to evaluate, and where it came from.
 
     Args:
         encoder: miram checkpoint, run directory or exported ``.safetensors``; None for ``vit`` from scratch.
         weights: published weights (official MAE, timm, Hugging Face ViTMAE) loaded into ``vit``.
         vit: architecture for ``weights`` or scratch (ignored when ``encoder`` is given).
         drop_path_rate: overrides the architecture's stochastic depth.
-        global_pool: overrides the pooling of :meth:`ViTEncoder.forward`.
+        global_pool: overrides the pooling of :meth:`ViTEncoder.forward`. ``mean_fc_norm`` drops the
+            encoder's final norm and adds a fresh ``fc_norm`` (unit weight, zero bias), as MAE fine-tuning
+            does.
+        which: for a run directory ``encoder``: ``last`` (the final pre-training checkpoint, as the paper
+            evaluates) or ``best`` (lowest pre-training validation loss).
     """
-    source = "scratch"
+    source = EncoderSource()
     if encoder is not None:
-        loaded, meta = load_encoder(encoder)
-        config, state, source = loaded.config, loaded.state_dict(), f"{meta.get('method', '?')}:{encoder}"
+        file = resolve_checkpoint(encoder, which)
+        loaded, meta = load_encoder(file)
+        config, state = loaded.config, loaded.state_dict()
+        source = EncoderSource(
+            f"{meta.get('method', '?')}:{encoder}", str(file), which if Path(encoder).is_dir() else None
+        )
     else:
         config = from_dict(ViTConfig, vit) if vit is not None else ViTConfig()
         state = None
@@ -55,10 +81,14 @@ def build_encoder(
         overrides["global_pool"] = global_pool
     model = ViTEncoder(replace(config, **overrides))
     if state is not None:
-        model.load_state_dict(state)
+        own = model.state_dict()
+        # a change of pooling moves the final norm (norm <-> fc_norm): the other one starts fresh
+        fresh = [k for k in own if k not in state and k.startswith(("norm.", "fc_norm."))]
+        state = {k: v for k, v in state.items() if k in own or not k.startswith(("norm.", "fc_norm."))}
+        model.load_state_dict({**state, **{k: own[k] for k in fresh}})
     if weights is not None:
         load_pretrained(model, weights)
-        source = f"weights:{weights}"
+        source = EncoderSource(f"weights:{weights}", str(weights))
     return model, source
 
 
@@ -95,7 +125,7 @@ class LitClassifier(L.LightningModule):
 
     loss_weights: Tensor
     encoder: ViTEncoder
-    source: str  # where the encoder's weights came from: "<method>:<path>" or "scratch"
+    source: EncoderSource  # where the encoder's weights came from
 
     def logits(self, x: Tensor) -> Tensor:
         """``(B, ...)`` input -> ``(B, K)`` logits."""

@@ -3,8 +3,10 @@
 Each run writes one directory, ``--out`` (as ``miram pretrain`` does): ``config.yaml``, ``checkpoints/``
 (``best.ckpt`` by validation macro AUROC, ``last.ckpt``), ``metrics.csv``, ``figures/`` (confusion matrix,
 ROC, PR) and ``summary.json`` with the test metrics and bootstrap 95 % intervals. The encoder under
-evaluation is ``--run``. Derived values are linked, not typed in: the task and class count come from the
-cache's label column, the input size from the encoder, so a command line needs only the run, cache and label::
+evaluation is ``--run``; for a run directory its final checkpoint (``--run_checkpoint last``, the paper's
+protocol) or ``--run_checkpoint best`` (lowest pre-training validation loss). Derived values are linked,
+not typed in: the task and class count come from the cache's label column, the input size from the
+encoder, so a command line needs only the run, cache and label::
 
     miram probe --config configs/paper/probe.yaml --run runs/mae --data.cache CACHE --data.label pathology
 """
@@ -12,7 +14,7 @@ cache's label column, the input size from the encoder, so a command line needs o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch.cli import LightningArgumentParser
 
@@ -66,7 +68,15 @@ class EvalCLI(RunDirCLI):
             help="encoder to evaluate: a miram run directory, checkpoint or exported .safetensors "
             "(none: model.weights or model.vit from scratch)",
         )
+        parser.add_argument(
+            "--run_checkpoint",
+            type=Literal["last", "best"],
+            default="last",
+            help="which checkpoint of a --run directory: last (the final pre-training epoch, as the paper "
+            "evaluates) or best (lowest pre-training validation loss)",
+        )
         parser.link_arguments("run", "model.encoder")
+        parser.link_arguments("run_checkpoint", "model.encoder_checkpoint")
         label = ("data.cache", "data.label")
         parser.link_arguments(label, "model.task", compute_fn=task_of_label)
         parser.link_arguments(label, "model.num_classes", compute_fn=classes_of_label)

@@ -13,9 +13,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from miram.checkpoints import Which
 from miram.eval.classifier import LitClassifier, build_encoder, warmup_cosine_schedule
 from miram.eval.metrics import Task
-from miram.models.vit import ViTConfig, ViTEncoder
+from miram.models.vit import Pool, ViTConfig, ViTEncoder
 
 
 def layer_id(name: str, depth: int) -> int:
@@ -79,9 +80,12 @@ class LitFinetune(LitClassifier):
         task: binary | multiclass | multilabel.
         num_classes: classes or labels.
         encoder: miram checkpoint, run directory or exported encoder; None for ``vit`` from scratch.
+        encoder_checkpoint: which checkpoint of a run directory ``encoder``: last (the final pre-training
+            epoch, as the paper evaluates) | best (lowest pre-training validation loss).
         weights: published weights loaded into ``vit``.
         vit: architecture when ``encoder`` is None.
-        pool: mean (paper) | cls pooling.
+        pool: mean_fc_norm (MAE and the paper: ``fc_norm(mean(patch tokens))`` without the final norm, fc_norm
+            fresh) | mean (mean of the normalised patch tokens) | cls.
         drop_path_rate: stochastic depth of the encoder.
         optimizer: adamw, or adam with L2 weight decay (the paper's code).
         lr: peak learning rate of the head; layer ``l`` gets ``lr * layer_decay ** (depth + 1 - l)``.
@@ -101,9 +105,10 @@ class LitFinetune(LitClassifier):
         task: Task = "binary",
         num_classes: int = 2,
         encoder: str | None = None,
+        encoder_checkpoint: Which = "last",
         weights: str | None = None,
         vit: ViTConfig | dict[str, Any] | None = None,
-        pool: Literal["cls", "mean"] = "mean",
+        pool: Pool = "mean_fc_norm",
         drop_path_rate: float = 0.1,
         optimizer: Literal["adamw", "adam"] = "adamw",
         lr: float = 1e-4,
@@ -117,7 +122,9 @@ class LitFinetune(LitClassifier):
     ) -> None:
         super().__init__(task, num_classes, class_weighted, num_resamples)
         self.save_hyperparameters()
-        self.encoder, self.source = build_encoder(encoder, weights, vit, drop_path_rate, pool)
+        self.encoder, self.source = build_encoder(
+            encoder, weights, vit, drop_path_rate, pool, which=encoder_checkpoint
+        )
         self.head = nn.Linear(self.encoder.embed_dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=head_init_std)
         nn.init.zeros_(self.head.bias)

@@ -6,14 +6,15 @@ The parameter-free BatchNorm standardises the frozen features so one learning ra
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from miram.checkpoints import Which
 from miram.eval.classifier import LitClassifier, build_encoder, warmup_cosine_schedule
 from miram.eval.metrics import Task
-from miram.models.vit import ViTConfig
+from miram.models.vit import Pool, ViTConfig
 
 
 def probe_head(dim: int, num_outputs: int) -> nn.Sequential:
@@ -31,9 +32,11 @@ class LitProbe(LitClassifier):
         task: binary | multiclass | multilabel.
         num_classes: classes or labels.
         encoder: miram checkpoint, run directory or exported encoder; None for a random ``vit``.
+        encoder_checkpoint: which checkpoint of a run directory ``encoder``: last (the final pre-training
+            epoch, as the paper evaluates) | best (lowest pre-training validation loss).
         weights: published weights loaded into ``vit``.
         vit: architecture when ``encoder`` is None.
-        pool: cls | mean pooling of the encoder tokens.
+        pool: cls | mean | mean_fc_norm pooling of the encoder tokens (see ``ViTConfig.global_pool``).
         lr: Adam learning rate (paper: 1e-2).
         weight_decay: L2 on the head.
         warmup_epochs: linear warm-up before the cosine decay.
@@ -50,9 +53,10 @@ class LitProbe(LitClassifier):
         task: Task = "binary",
         num_classes: int = 2,
         encoder: str | None = None,
+        encoder_checkpoint: Which = "last",
         weights: str | None = None,
         vit: ViTConfig | dict[str, Any] | None = None,
-        pool: Literal["cls", "mean"] = "cls",
+        pool: Pool = "cls",
         lr: float = 1e-2,
         weight_decay: float = 0.0,
         warmup_epochs: float = 0.0,
@@ -61,7 +65,9 @@ class LitProbe(LitClassifier):
     ) -> None:
         super().__init__(task, num_classes, class_weighted, num_resamples)
         self.save_hyperparameters()
-        self.encoder, self.source = build_encoder(encoder, weights, vit, global_pool=pool)
+        self.encoder, self.source = build_encoder(
+            encoder, weights, vit, global_pool=pool, which=encoder_checkpoint
+        )
         self.encoder.requires_grad_(False).eval()
         self.head = probe_head(self.encoder.embed_dim, num_classes)
 

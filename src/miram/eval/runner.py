@@ -2,7 +2,10 @@
 
 The summary (``<run>/summary.json``) holds the test metrics with bootstrap 95 % intervals, per-class AUROC
 and AP, optional per-patient metrics, (for probes) kNN metrics and, for multi-label tasks, the same
-metrics under the MIRAM authors' scoring; ``miram compare`` reads it.
+metrics under the MIRAM authors' scoring; ``miram compare`` reads it. It also records which checkpoint
+file the encoder came from (``encoder_checkpoint``; for a run directory the final one by default,
+``encoder_checkpoint_which``) and which weights of the evaluation run were tested (``tested_checkpoint``,
+``tested``).
 """
 
 from __future__ import annotations
@@ -64,12 +67,15 @@ def fit_and_test(
     best = getattr(ckpt, "best_model_path", "") or ""
     trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False)
     result = model.test_result
-    method = model.source.split(":", 1)[0]
+    method = model.source.description.split(":", 1)[0]
     summary: dict[str, Any] = {
         "kind": model.method,
         "method": method,
         "group": group or method,
-        "encoder": model.source,
+        "encoder": model.source.description,
+        # the file the encoder's weights came from, and (for a run directory) which of its checkpoints
+        "encoder_checkpoint": model.source.checkpoint,
+        "encoder_checkpoint_which": model.source.which,
         "label": spec.label,
         "task": spec.task,
         "classes": spec.classes,
@@ -78,6 +84,10 @@ def fit_and_test(
         "metrics": result["metrics"],
         "per_class": result["per_class"],
         "best_checkpoint": best or None,
+        # the weights of this evaluation run that were tested: its best validation-AUROC checkpoint, or the
+        # final weights when it kept none
+        "tested_checkpoint": best or None,
+        "tested": "best val/auroc" if best else "final weights",
         "best_val_auroc": float(ckpt.best_model_score)
         if getattr(ckpt, "best_model_score", None) is not None
         else None,

@@ -18,6 +18,8 @@ from miram.layers.patch_embed import PatchEmbed
 from miram.layers.pos_embed import sincos_2d
 from miram.models.masking import gather_tokens
 
+Pool = Literal["cls", "mean", "mean_fc_norm"]
+
 
 @dataclass
 class ViTConfig:
@@ -33,7 +35,10 @@ class ViTConfig:
     qkv_bias: bool = True
     drop_path_rate: float = 0.0
     norm_eps: float = 1e-6
-    global_pool: Literal["cls", "mean"] = "cls"  # what forward() returns
+    # what forward() returns: "cls" = the cls token after the final norm; "mean" = the mean of the patch
+    # tokens after the final norm; "mean_fc_norm" = a LayerNorm ``fc_norm`` on the mean of the patch tokens,
+    # with no final norm (MAE fine-tuning and timm's fc_norm: the encoder has ``fc_norm``, no ``norm``)
+    global_pool: Pool = "cls"
     attention: AttentionSpec = field(default_factory=AttentionSpec)
 
     @property
@@ -67,7 +72,8 @@ def init_weights(module: nn.Module) -> None:
 
 
 class ViTEncoder(nn.Module):
-    """ViT encoder. Keys: ``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.i.*``, ``norm``.
+    """ViT encoder. Keys: ``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.i.*``, ``norm`` (or
+    ``fc_norm`` with ``global_pool="mean_fc_norm"``, as in timm and MAE fine-tuning).
 
     Contract used by every method: :attr:`grid_size`, :attr:`num_patches`, :meth:`embed_patches`,
     :meth:`forward_features` (optionally on visible tokens only) and :meth:`forward` (pooled features).
@@ -100,7 +106,10 @@ class ViTEncoder(nn.Module):
             )
             for i in range(c.depth)
         )
-        self.norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
+        # With fc_norm the final norm moves after the pooling (timm: norm = Identity, fc_norm = LayerNorm)
+        fc_norm = c.global_pool == "mean_fc_norm"
+        self.norm: nn.Module = nn.Identity() if fc_norm else nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
+        self.fc_norm: nn.Module = nn.LayerNorm(c.embed_dim, eps=c.norm_eps) if fc_norm else nn.Identity()
         self.apply(init_weights)
         nn.init.normal_(self.cls_token, std=0.02)
         pe = self.patch_embed.proj.weight.data
@@ -128,7 +137,7 @@ class ViTEncoder(nn.Module):
             ids_keep: ``(B, n)`` indices of visible patches (raster order), or None for all.
 
         Returns:
-            Normalised tokens ``(B, 1 + n, D)``, cls first.
+            Tokens ``(B, 1 + n, D)``, cls first, after the final norm (none with ``mean_fc_norm`` pooling).
         """
         x = self.embed_patches(images)
         if ids_keep is not None:
@@ -140,8 +149,10 @@ class ViTEncoder(nn.Module):
         return self.norm(x)
 
     def pool(self, tokens: Tensor) -> Tensor:
-        """``(B, 1 + n, D)`` -> ``(B, D)`` by the configured global pool."""
-        return tokens[:, 0] if self.config.global_pool == "cls" else tokens[:, 1:].mean(dim=1)
+        """Tokens of :meth:`forward_features` ``(B, 1 + n, D)`` -> ``(B, D)`` by the configured pool."""
+        if self.config.global_pool == "cls":
+            return tokens[:, 0]
+        return self.fc_norm(tokens[:, 1:].mean(dim=1))  # fc_norm is the identity for "mean"
 
     def forward(self, images: Tensor) -> Tensor:
         """Pooled features ``(B, D)`` of all patches."""
