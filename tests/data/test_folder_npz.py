@@ -86,3 +86,45 @@ def test_prepare_npz_medmnist_shapes(tmp_path: Path) -> None:
     np.savez(tmp_path / "zero.npz", train_images=np.zeros((2, 28, 28), np.uint8), train_labels=np.zeros(2))
     with pytest.raises(CacheError, match="no usable records"):
         prepare_npz(str(tmp_path / "zero.npz"), str(tmp_path / "e"))
+
+
+def test_prepare_folder_groups_cbis_ddsm_views_by_patient_and_reports_splits(tmp_path: Path) -> None:
+    # CBIS-DDSM's PatientID is per image: the views of one patient must still land in one split
+    for p in range(8):
+        for side in ("LEFT", "RIGHT"):
+            for v in ("CC", "MLO"):
+                subject = f"Mass-Training_P_{p:05d}_{side}_{v}"
+                write_dicom(tmp_path / "imgs" / ("benign" if p % 2 else "malignant") / f"{subject}.dcm",
+                            synthetic_breast(24, 20, p), PatientID=subject)  # fmt: skip
+    out = tmp_path / "c"
+    cache = Cache(
+        prepare_folder(str(tmp_path / "imgs"), str(out), workers=0, progress=False, val_fraction=0.5)
+    )
+    assert {r.patient_id for r in cache.records} == {f"P_{p:05d}" for p in range(8)}
+    splits: dict[str, set[str]] = {}
+    for r in cache.records:
+        splits.setdefault(r.patient_id, set()).add(r.split)
+    assert all(len(s) == 1 for s in splits.values())
+    report = cache.info["patients"]
+    assert report["rule"].startswith("auto") and sum(s["patients"] for s in report["splits"].values()) == 8
+    assert sum(s["images"] for s in report["splits"].values()) == 32
+
+
+def test_prepare_folder_patient_from_a_regex_over_the_path(tmp_path: Path) -> None:
+    for pid in ("a1", "b2", "c3"):
+        for view in ("cc", "mlo"):
+            (tmp_path / "imgs" / "x").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.arange(24 * 24, dtype=np.uint16).reshape(24, 24)).save(
+                tmp_path / "imgs" / "x" / f"pat-{pid}_{view}.png"
+            )
+    Image.fromarray(np.arange(24 * 24, dtype=np.uint16).reshape(24, 24)).save(
+        tmp_path / "imgs" / "x" / "odd.png"
+    )
+    out = tmp_path / "c"
+    cache = Cache(prepare_folder(str(tmp_path / "imgs"), str(out), workers=0, progress=False,
+                                 patient_regex=r"pat-(?P<patient>\w\d)_", patient_source="path"))  # fmt: skip
+    assert sorted({r.patient_id for r in cache.records}) == ["a1", "b2", "c3"] and len(cache) == 6
+    assert "does not match" in skipped(out)["odd.png"]
+    with pytest.raises(PrepareError, match=r"odd.png.*does not match"):
+        prepare_folder(str(tmp_path / "imgs"), str(tmp_path / "d"), workers=0, on_error="fail",
+                       patient_regex=r"pat-(\w\d)_", patient_source="path")  # fmt: skip

@@ -5,8 +5,10 @@ Inputs: PNG (8/16-bit), JPEG, TIFF and DICOM (``.dcm``/``.dicom``), decoded by
 directly in ``root`` are unlabelled) or ``manifest``: a CSV with ``path`` and ``label`` and optional
 ``patient_id`` and ``split`` (train / val / test) columns; relative paths are taken from ``root``.
 
-Splits are by patient: the manifest's ``patient_id``, else the DICOM PatientID, else the file itself;
-stratified by label and seeded. Images smaller than ``min_size`` or all zero are skipped with the reason.
+Splits are by patient (:class:`PatientRule`: the manifest's ``patient_id``, else the DICOM PatientID with
+CBIS-DDSM's per-image tag reduced to ``P_#####``, else the file itself; or a regex over the path or the
+PatientID), stratified by label and seeded; the patients and images per split are reported. Images
+smaller than ``min_size`` or all zero are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import csv
 import functools
 import re
+import sys
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -32,7 +35,7 @@ from miram.data.cache import (
     save_job,
 )
 from miram.data.crops import resize_max
-from miram.data.dicom import DicomError, read_header
+from miram.data.dicom import read_header
 from miram.data.images import RASTER_SUFFIXES, ImageError, read_image
 from miram.data.parallel import run_parallel
 
@@ -56,18 +59,69 @@ def _key(rel: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', rel)[-80:]}_{zlib.crc32(rel.encode()):08x}"
 
 
-def _patient(path: Path) -> str:
-    if path.suffix.lower() in (".dcm", ".dicom"):
-        try:
-            pid = str(read_header(path).get("PatientID", "") or "")
-            if pid:
-                return pid
-        except DicomError:
-            pass  # the decode step reports the file
-    return path.stem
+# CBIS-DDSM writes the image's subject folder name into PatientID (cbis-ddsm.md §4.1): the patient is P_#####
+CBIS_SUBJECT = re.compile(r"(?:Mass|Calc)-(?:Training|Test)_(P_\d{5})_(?:LEFT|RIGHT)_(?:CC|MLO)")
 
 
-def _from_manifest(root: Path, manifest: Path, problems: list[tuple[str, str]]) -> list[FolderItem]:
+@dataclass(frozen=True)
+class PatientRule:
+    """How a file's patient is found.
+
+    Attributes:
+        regex: None = the automatic rule (manifest ``patient_id``, else the DICOM PatientID with CBIS-DDSM's
+            per-image tag reduced to its ``P_#####``, else a CBIS-DDSM subject name in the path, else the
+            file itself); otherwise a pattern whose group ``patient`` (or first group, or whole match) is
+            the patient.
+        source: what ``regex`` reads: ``path`` (relative to the root, ``/``-separated) or ``dicom``
+            (the PatientID tag).
+    """
+
+    regex: str | None = None
+    source: Literal["path", "dicom"] = "path"
+
+    def describe(self) -> str:
+        return "auto (manifest, DICOM PatientID, CBIS-DDSM subject, file)" if self.regex is None else (
+            f"regex {self.regex!r} over the {self.source}"
+        )  # fmt: skip
+
+    def patient(self, path: Path, rel: str) -> str:
+        """The patient of ``path`` (``rel``: its path under the root).
+
+        Raises:
+            ImageError: the regex does not match (or the DICOM header cannot be read for it).
+        """
+        if self.regex is not None:
+            text = _dicom_patient(path) if self.source == "dicom" else rel
+            m = re.search(self.regex, text or "")
+            if m is None:
+                raise ImageError(
+                    f"{path}: patient regex {self.regex!r} does not match the {self.source} {text!r}"
+                )
+            group = (
+                m.group("patient") if "patient" in m.re.groupindex else m.group(1) if m.re.groups else m[0]
+            )
+            if not group:
+                raise ImageError(f"{path}: patient regex {self.regex!r} matched an empty patient in {text!r}")
+            return group
+        for text in (_dicom_patient(path), rel):
+            m = CBIS_SUBJECT.search(text or "")
+            if m:
+                return m.group(1)
+        return _dicom_patient(path) or path.stem
+
+
+def _dicom_patient(path: Path) -> str | None:
+    if path.suffix.lower() not in (".dcm", ".dicom"):
+        return None
+    try:
+        return str(read_header(path).get("PatientID", "") or "").strip() or None
+    except Exception:  # noqa: BLE001 - the decode step reports the file
+        return None
+
+
+def _from_manifest(
+    root: Path, manifest: Path, rule: PatientRule, problems: list[tuple[str, str]]
+) -> list[FolderItem]:
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -89,25 +143,46 @@ def _from_manifest(root: Path, manifest: Path, problems: list[tuple[str, str]]) 
         if split is not None and split not in SPLIT_NAMES:
             problems.append((where, f"unknown split {row['split']!r} (expected train, val or test)"))
             continue
+        try:
+            patient = row.get("patient_id") if rule.regex is None else None
+            patient = patient or rule.patient(path, row["path"])
+        except ImageError as e:
+            problems.append((where, str(e)))
+            continue
         items.append(
             FolderItem(
                 str(path),
                 _key(row["path"]),
                 row["label"] or None,
-                row.get("patient_id") or _patient(path),
+                patient,
                 SPLIT_NAMES[split] if split else None,
             )
         )
     return items
 
 
-def _from_folders(root: Path) -> list[FolderItem]:
+def _from_folders(root: Path, rule: PatientRule, problems: list[tuple[str, str]]) -> list[FolderItem]:
     items = []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES):
         rel = path.relative_to(root)
         label = rel.parts[0] if len(rel.parts) > 1 else None
-        items.append(FolderItem(str(path), _key(rel.as_posix()), label, _patient(path), None))
+        try:
+            patient = rule.patient(path, rel.as_posix())
+        except ImageError as e:
+            problems.append((str(path), str(e)))
+            continue
+        items.append(FolderItem(str(path), _key(rel.as_posix()), label, patient, None))
     return items
+
+
+def split_report(records: list[CacheRecord]) -> dict[str, dict[str, int]]:
+    """``{split: {"patients", "images"}}`` of the records (what a patient-grouped split should show)."""
+    out: dict[str, dict[str, int]] = {}
+    for split in ("train", "val", "test"):
+        chosen = [r for r in records if r.split == split]
+        if chosen:
+            out[split] = {"patients": len({r.patient_id for r in chosen}), "images": len(chosen)}
+    return out
 
 
 def assign_splits(items: list[FolderItem], val_fraction: float, test_fraction: float, seed: int) -> None:
@@ -172,6 +247,8 @@ def prepare_folder(
     on_error: Literal["skip", "fail"] = "skip",
     overwrite: bool = False,
     progress: bool = True,
+    patient_regex: str | None = None,
+    patient_source: Literal["path", "dicom"] = "path",
 ) -> Path:
     """Build a cache from a folder of images.
 
@@ -188,9 +265,16 @@ def prepare_folder(
         on_error: ``skip`` lists bad inputs in ``skipped.csv``; ``fail`` stops at the first one.
         overwrite: discard an existing cache in ``out`` instead of resuming it.
         progress: show a progress bar.
+        patient_regex: how to find each image's patient (splits are drawn by patient): None = the manifest's
+            ``patient_id``, else the DICOM PatientID (CBIS-DDSM's per-image ``Mass-Training_P_00173_LEFT_CC``
+            becomes ``P_00173``), else a CBIS-DDSM subject name in the path, else the file; or a regex whose
+            group ``patient`` (or first group) is the patient. A file it does not match is a bad input.
+        patient_source: what ``patient_regex`` reads: ``path`` (relative to ``root``) or ``dicom``
+            (PatientID).
 
     Returns:
-        the cache directory.
+        the cache directory (``cache.json → patients`` holds the rule and patients/images per split, also
+        printed).
 
     Raises:
         PrepareError: missing root or manifest column, a bad input under ``fail``, or nothing usable.
@@ -199,7 +283,17 @@ def prepare_folder(
     if not base.is_dir():
         raise PrepareError(f"{base}: image folder not found")
     problems: list[tuple[str, str]] = []
-    items = _from_manifest(base, Path(manifest), problems) if manifest else _from_folders(base)
+    if patient_regex is not None:
+        try:
+            re.compile(patient_regex)
+        except re.error as e:
+            raise PrepareError(f"patient_regex {patient_regex!r}: not a regular expression ({e})") from e
+    rule = PatientRule(patient_regex, patient_source)
+    items = (
+        _from_manifest(base, Path(manifest), rule, problems)
+        if manifest
+        else _from_folders(base, rule, problems)
+    )
     if problems and on_error == "fail":
         raise PrepareError(f"{problems[0][0]}: {problems[0][1]}")
     assign_splits(items, val_fraction, test_fraction, seed)
@@ -207,7 +301,8 @@ def prepare_folder(
     labels = {"label": LabelSpec("multiclass", classes)} if classes else {}
     writer = CacheWriter(out, "folder", overwrite=overwrite)
     settings = {"root": str(base.resolve()), "manifest": manifest, "min_size": min_size, "max_size": max_size,
-                "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed}  # fmt: skip
+                "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
+                "patients": rule.describe()}  # fmt: skip
     sources = {it.path: fingerprint(it.path) for it in items}
     if manifest:
         sources[str(manifest)] = fingerprint(manifest)
@@ -244,4 +339,10 @@ def prepare_folder(
         problems += results[key][1]
     for where, reason in problems:
         writer.skip(where, reason)
-    return writer.finalize(labels, extra={"classes": classes})
+    report = split_report(writer.records)
+    path = writer.finalize(
+        labels, extra={"classes": classes, "patients": {"rule": rule.describe(), "splits": report}}
+    )
+    counts = "; ".join(f"{k}: {v['patients']} patients, {v['images']} images" for k, v in report.items())
+    print(f"{out}: patients by {rule.describe()}: {counts}; {len(writer.skipped)} skipped", file=sys.stderr)
+    return path

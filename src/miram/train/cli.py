@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from miram.data.datamodule import MammoDataModule
 from miram.train.callbacks import ReconstructionFigures, RunSummary
+from miram.train.guard import NonFiniteGuard
 from miram.train.lit_pretrain import LitPretrainBase
 
 
@@ -86,6 +87,7 @@ class PretrainCLI(RunDirCLI):
             "--ckpt_path", type=str | None, default=None, help="checkpoint to resume, or 'last' (of --out)"
         )
         parser.add_lightning_class_args(ReconstructionFigures, "figures")
+        parser.add_lightning_class_args(NonFiniteGuard, "guard")  # --guard.max_bad_steps K
 
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()

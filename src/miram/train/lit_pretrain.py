@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from miram.checkpoints import describe
@@ -13,6 +14,7 @@ from miram.config import from_dict, to_dict
 from miram.models.masked_autoencoder import MaskedAutoencoder, MaskedAutoencoderConfig
 from miram.models.outputs import LossOutput
 from miram.models.vit import ViTConfig
+from miram.train.guard import NonFiniteGuard
 from miram.train.optim import OptimConfig, absolute_lr, build_optimizer
 
 
@@ -67,6 +69,13 @@ class LitPretrainBase(L.LightningModule):
         opt, sched = build_optimizer(self.model, self.optim, eff, total, total / epochs, skip)
         self.print(f"effective batch {eff}, learning rate {absolute_lr(self.optim, eff):.3g}, {total} steps")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_callbacks(self) -> list[Callback]:
+        # Every method is guarded against non-finite steps; a guard the trainer already has (the CLI's
+        # --guard.*) is kept, since a module callback would replace it.
+        if any(isinstance(cb, NonFiniteGuard) for cb in self.trainer.callbacks):  # type: ignore[attr-defined]
+            return []
+        return [NonFiniteGuard()]
 
     def encoder_config(self) -> ViTConfig:
         """The encoder's architecture."""
