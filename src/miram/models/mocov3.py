@@ -16,6 +16,7 @@ import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
+from miram.layers.global_batchnorm import GlobalBatchNorm1d
 from miram.losses.contrastive import symmetric_info_nce
 from miram.models.outputs import LossOutput
 from miram.models.vit import ViTConfig, ViTEncoder
@@ -78,7 +79,8 @@ class MoCoV3Config:
 
 def mlp_bn(num_layers: int, in_dim: int, hidden_dim: int, out_dim: int, last_bn: bool) -> nn.Sequential:
     """Linear (no bias) -> BN -> ReLU, repeated; the last layer has no ReLU and a BN without affine if
-    ``last_bn`` (the projector's output BN in the paper).
+    ``last_bn`` (the projector's output BN in the paper). The BNs see the global batch under DDP, on any
+    device (:class:`GlobalBatchNorm1d`), as SyncBN does in the paper.
 
     Shapes: ``(B, in_dim)`` -> ``(B, out_dim)``.
     """
@@ -88,9 +90,9 @@ def mlp_bn(num_layers: int, in_dim: int, hidden_dim: int, out_dim: int, last_bn:
         last = i == num_layers - 1
         layers.append(nn.Linear(dims[i], dims[i + 1], bias=False))
         if not last:
-            layers += [nn.BatchNorm1d(dims[i + 1]), nn.ReLU(inplace=True)]
+            layers += [GlobalBatchNorm1d(dims[i + 1]), nn.ReLU(inplace=True)]
         elif last_bn:
-            layers.append(nn.BatchNorm1d(dims[i + 1], affine=False))
+            layers.append(GlobalBatchNorm1d(dims[i + 1], affine=False))
     return nn.Sequential(*layers)
 
 
