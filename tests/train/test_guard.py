@@ -1,6 +1,7 @@
 """Guarded numerics (issue 11, item 3): faults injected into a tiny MAE run on one process.
 
-The 2-process version (a fault on one rank skips the step on both) is in tests/train/test_ddp_equivalence.py.
+Not yet tested: the 2-process case (a fault on one rank skips the step on both through the all-reduced
+decision); here the reduction runs at world size 1.
 """
 
 from __future__ import annotations
