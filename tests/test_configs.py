@@ -127,7 +127,7 @@ EVAL: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
                 "max_epochs": 8,
             },
             "model": {
-                "pool": "mean",
+                "pool": "mean_fc_norm",
                 "optimizer": "adamw",
                 "lr": 1.0e-3,
                 "layer_decay": 0.75,

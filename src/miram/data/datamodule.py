@@ -34,6 +34,9 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         label: label name to return as target, or None (target -1).
         scale: random-resized-crop area range.
         ratio: random-resized-crop aspect range.
+        views: random resized crops drawn independently from each training record's native pixels; with
+            ``views > 1`` a training image is ``(views, 1, H, W)`` (MoCo-v3's two views, each one crop of
+            the original, as in official MoCo-v3, not a crop of a crop).
 
     Items are ``(image (1, H, W) uint16, target)``; the target is a class index (long), a multi-hot vector
     (float) for multilabel labels, or -1 when no label is asked for.
@@ -48,8 +51,9 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         label: str | None = None,
         scale: tuple[float, float] = (0.2, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        views: int = 1,
     ) -> None:
-        self.cache, self.indices, self.train = cache, indices, train
+        self.cache, self.indices, self.train, self.views = cache, indices, train, views
         self.size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.label, self.scale, self.ratio = label, scale, ratio
         self.spec = cache.labels[label] if label is not None else None
@@ -76,6 +80,11 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         aspect = self.size[1] / self.size[0]
         if self.train:
             box = random_resized_box(h, w, self.scale, self.ratio, aspect, self.rng)
+            boxes = [box]
+            for _ in range(self.views - 1):  # further views: the stream's next draws, same native pixels
+                boxes.append(random_resized_box(h, w, self.scale, self.ratio, aspect, self.rng))
+            if len(boxes) > 1:
+                return torch.stack([crop_resize(image, b, self.size) for b in boxes]), self.target(index)
         else:
             box = center_box(h, w, aspect)
         return crop_resize(image, box, self.size), self.target(index)
@@ -109,6 +118,8 @@ class MammoDataModule(L.LightningDataModule):
         hflip: random horizontal flips (training only, on the device).
         vflip: random vertical flips (training only, on the device).
         limit_train: use only the first N training records (quick runs), or None for all.
+        views: crops per training record, each drawn independently on the native pixels (2 for MoCo-v3:
+            training batches are then ``(B, 2, 1, H, W)``); validation and test stay one centred crop.
     """
 
     def __init__(
@@ -124,8 +135,12 @@ class MammoDataModule(L.LightningDataModule):
         hflip: bool = True,
         vflip: bool = False,
         limit_train: int | None = None,
+        views: int = 1,
     ) -> None:
         super().__init__()
+        if views < 1:
+            raise ValueError(f"views must be >= 1, got {views}")
+        self.views = views
         self.cache_dir, self.batch_size = cache, batch_size
         self.image_size: tuple[int, int] = (int(image_size[0]), int(image_size[1]))
         self.num_workers, self.label, self.pretrain_only = num_workers, label, pretrain_only
@@ -158,7 +173,8 @@ class MammoDataModule(L.LightningDataModule):
                 f"{self.cache_dir}: no records in split {split!r}"
                 + (f" with label '{self.label}'" if self.label else "")
             )
-        return CacheDataset(self.cache, indices, self.image_size, train, self.label, self.scale)
+        views = self.views if train else 1
+        return CacheDataset(self.cache, indices, self.image_size, train, self.label, self.scale, views=views)
 
     def _loader(self, dataset: CacheDataset, shuffle: bool) -> DataLoader[Any]:
         return DataLoader(
@@ -208,5 +224,6 @@ class MammoDataModule(L.LightningDataModule):
         images, target = batch
         images = self.normalize(images)
         if self.trainer is not None and self.trainer.training and len(self.flips):
-            images = self.flips(images)
+            # views (B, V, C, H, W) are flipped independently, as (B * V) images
+            images = self.flips(images.flatten(0, images.ndim - 4)).reshape(images.shape)
         return images, target

@@ -24,10 +24,16 @@ from miram.models.vit import ViTConfig, ViTEncoder
 
 @dataclass
 class ViewsConfig:
-    """Two-view augmentation for grayscale crops, run batched on the device (no colour operations).
+    """Two-view augmentation for grayscale crops (no colour operations).
+
+    As in official MoCo-v3, each view is one random resized crop of the original image: with
+    ``data.views: 2`` the data workers cut both crops from the native pixels (``data.scale`` must equal
+    ``crop_scale``; ``LitMoCoV3`` checks it), and the rest (flips, intensity, blur) runs batched on the
+    device. Given single images ``(B, C, H, W)`` instead (validation, direct calls), both crops are cut
+    on the device from those images.
 
     Attributes:
-        crop_scale: random-resized-crop area range.
+        crop_scale: random-resized-crop area range (official MoCo-v3: ``--crop-min 0.08``).
         crop_ratio: random-resized-crop aspect range.
         hflip: horizontal flip probability.
         vflip: vertical flip probability (mammograms have no canonical up/down within a lesion crop).
@@ -38,7 +44,7 @@ class ViewsConfig:
         blur_sigma: blur sigma range, in pixels of the encoder input.
     """
 
-    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
     vflip: float = 0.5
@@ -103,7 +109,8 @@ def cosine_momentum(step: int, total_steps: int, base: float) -> float:
 
 
 class TwoViews(nn.Module):
-    """Images ``(B, 1, H, W)`` -> two independently augmented views of the same size."""
+    """Two independently augmented views of the same size, from two crops ``(B, 2, C, H, W)`` cut by the
+    data workers, or from images ``(B, C, H, W)`` (cropped here, twice)."""
 
     def __init__(self, config: ViewsConfig, size: tuple[int, int]) -> None:
         super().__init__()
@@ -113,7 +120,6 @@ class TwoViews(nn.Module):
             # kernel ~ 4 sigma_max wide, odd, and no larger than the image
             kernel = min(2 * int(2 * c.blur_sigma[1]) + 1, 2 * (min(size) // 2) - 1)
             return K.AugmentationSequential(
-                K.RandomResizedCrop(size, scale=c.crop_scale, ratio=c.crop_ratio),
                 K.RandomHorizontalFlip(p=c.hflip),
                 K.RandomVerticalFlip(p=c.vflip),
                 # inputs are standardised, not in [0, 1]: never clip
@@ -122,12 +128,19 @@ class TwoViews(nn.Module):
                 K.RandomGaussianBlur(kernel, c.blur_sigma, p=blur_p),
             )
 
+        self.crop = K.RandomResizedCrop(size, scale=c.crop_scale, ratio=c.crop_ratio)
         self.view1 = pipeline(c.blur_p[0])
         self.view2 = pipeline(c.blur_p[1])
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """``(B, C, H, W)`` -> two views ``(B, C, H, W)``."""
-        return self.view1(images), self.view2(images)
+        """``(B, 2, C, H, W)`` crops or ``(B, C, H, W)`` images -> two views ``(B, C, H, W)``."""
+        if images.ndim == 5:  # already one crop each of the original (data.views: 2): never crop again
+            if images.shape[1] != 2:
+                raise ValueError(f"MoCo-v3 takes 2 views per image, got {images.shape[1]}")
+            first, second = images[:, 0], images[:, 1]
+        else:
+            first, second = self.crop(images), self.crop(images)  # two independent draws
+        return self.view1(first), self.view2(second)
 
 
 class MoCoV3(nn.Module):
@@ -179,7 +192,8 @@ class MoCoV3(nn.Module):
         """Make two views, and score queries of each against keys of the other.
 
         Args:
-            images: crops ``(B, C, Hi, Wi)`` at the encoder input size.
+            images: two crops per image ``(B, 2, C, Hi, Wi)`` from the data workers (training), or images
+                ``(B, C, Hi, Wi)`` to crop twice here; at the encoder input size.
             views: given views (tests, visualisation); augmented from ``images`` when None.
 
         Returns:

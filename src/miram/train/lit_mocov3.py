@@ -48,6 +48,20 @@ class LitMoCoV3(LitPretrainBase):
         size = tuple(getattr(dm, "image_size", want))
         if size != want:
             raise ValueError(f"data.image_size is {size} but the MoCo-v3 encoder takes {want} images")
+        # The two views are one crop each of the original, cut from the native pixels by the data workers
+        # (official MoCo-v3); one crop per image here would make every training view a crop of a crop.
+        views, scale = getattr(dm, "views", None), getattr(dm, "scale", None)
+        if views is not None and views != 2:
+            raise ValueError(
+                f"data.views is {views} but MoCo-v3 takes 2: both views are cut from the native pixels by "
+                "the data workers (set data.views: 2)"
+            )
+        crop_scale = tuple(self.config.views.crop_scale)
+        if scale is not None and tuple(scale) != crop_scale:
+            raise ValueError(
+                f"data.scale {tuple(scale)} differs from model.views.crop_scale {crop_scale}: both are the "
+                "area range of one view's crop; set them equal"
+            )
         if self.trainer.world_size > 1 and not self.config.gather_negatives:
             warnings.warn(
                 "MoCo-v3 with gather_negatives=false under DDP uses only the local batch as negatives",

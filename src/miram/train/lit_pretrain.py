@@ -115,6 +115,8 @@ class LitMaskedAutoencoder(LitPretrainBase):
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if getattr(dm, "views", 1) != 1:
+            raise ValueError("data.views must be 1 for a masked autoencoder (several views are for MoCo-v3)")
         size = tuple(getattr(dm, "image_size", self.config.data_size))
         if size != self.config.data_size:
             raise ValueError(
