@@ -170,10 +170,12 @@ sees 64×64), label `{args.label}`. Every method pre-trains the same ViT (patch 
 4 heads) for {args.pretrain_epochs} epochs with its `configs/demo/*_tiny.yaml` recipe; "scratch" is the
 same ViT randomly initialised. Linear probe: frozen encoder, features cached once, BatchNorm (no affine)
 + linear, Adam 1e-2, {args.probe_epochs} epochs (kNN, k = 20, on the same features). Fine-tuning: whole
-network, mean pooling, AdamW 1e-3 with layer decay 0.75, drop-path 0.1, 1 warm-up epoch then cosine,
-class-weighted loss, {args.finetune_epochs} epochs. The test split is scored with the checkpoint of best
-validation macro AUC. Seeds {args.seeds}: each seed re-runs pre-training and
-evaluation. Cells: mean ± sd over seeds [mean of the per-seed bootstrap 95 % CIs, {args.resamples} resamples].
+network, `fc_norm(mean of tokens)` pooling (MAE's), AdamW 1e-3 with layer decay 0.75, drop-path 0.1,
+1 warm-up epoch then cosine, class-weighted loss, {args.finetune_epochs} epochs. Every pre-trained encoder is
+its run's final checkpoint (`last.ckpt`, as the paper evaluates); MoCo-v3's two views are each one crop
+(area 0.08–1) of the native pixels. The test split is scored with the evaluation's checkpoint of best
+validation macro AUC. Seeds {args.seeds}: each seed re-runs pre-training and evaluation. Cells: mean ± sd
+over seeds [mean of the per-seed bootstrap 95 % CIs, {args.resamples} resamples].
 Bold marks the best mean. Phantoms are a plumbing and sanity benchmark, not evidence about mammograms.
 
 Command ({timing}sum of run times {run_minutes:.1f} min; {platform.machine()} CPU, {os.cpu_count()} cores,
