@@ -145,7 +145,6 @@ def test_invalid_configs_fail_at_construction(change, message: str) -> None:  # 
         MaskedAutoencoder(cfg)
 
 
-
 @pytest.mark.parametrize("backend", ["nystrom", "linformer"])
 def test_order_dependent_encoder_attention_is_refused(backend: str) -> None:
     # the encoder sees the visible tokens in shuffled order: a backend whose output depends on token order
@@ -161,6 +160,7 @@ def test_order_free_encoder_attention_is_accepted(backend: str) -> None:
     cfg = tiny_config((1, 2))
     cfg.encoder.attention = AttentionSpec(backend)
     assert MaskedAutoencoder(cfg).encoder.blocks[0].attn.name == backend
+
 
 def test_masking_is_applied_per_sample() -> None:
     m = random_masking(2, 32, 0.75)
