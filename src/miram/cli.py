@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -107,12 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     func, raw = _resolve(entry)
     try:
         if raw:
-            # LightningCLI reads sys.argv (and names itself after argv[0]) when given no argument list
-            saved, sys.argv = sys.argv, [prog, *rest]
-            try:
-                func(None)
-            finally:
-                sys.argv = saved
+            # sys.argv stays as typed: Lightning's DDP launcher starts the other ranks by re-running it. The
+            # LightningCLI gets its options explicitly, so its warning about args next to sys.argv is moot.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+                func(rest)
         else:
             jsonargparse.CLI(func, args=rest, as_positional=False, prog=prog)  # type: ignore[attr-defined]
     except Exception as err:  # every failure reaches the user as one line unless --debug

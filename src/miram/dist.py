@@ -39,3 +39,14 @@ def gather(tensor: Tensor) -> Tensor:
     parts = [torch.empty_like(tensor) for _ in range(n)]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def gather_object(obj: object) -> list[object]:
+    """Every process's ``obj`` (picklable), in rank order; ``[obj]`` at world size 1. A collective: every
+    process must call it."""
+    n = world_size()
+    if n == 1:
+        return [obj]
+    parts: list[object] = [None] * n
+    dist.all_gather_object(parts, obj)
+    return parts

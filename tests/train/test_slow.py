@@ -1,17 +1,14 @@
-"""Slow tier: two-process DDP on CPU, kill-and-resume, and the demo (run with --runslow)."""
+"""Slow tier: two-process DDP on CPU and the demo (--runslow); kill-and-resume lives in test_resume.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.train.conftest import DEMO_CONFIGS, REPO
 
@@ -57,46 +54,6 @@ def test_ddp_two_cpu_processes(phantom_cache: str, tmp_path: Path) -> None:
     assert summary["devices"] == 2
     # 34 training phantoms, 8 per device and step, 2 devices: 2 optimiser steps in the epoch
     assert summary["global_step"] == 2
-
-
-def test_kill_and_resume(phantom_cache: str, tmp_path: Path) -> None:
-    run = tmp_path / "resume"
-    last = run / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(
-        _pretrain_cmd(phantom_cache, tmp_path, "resume", "--trainer.max_epochs", "50"),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGKILL)  # no clean shutdown: like a pre-empted job
-    proc.wait()
-    assert last.exists(), "no checkpoint was written before the kill"
-    killed_at = torch.load(last, map_location="cpu", weights_only=True)
-    epochs_done = killed_at["epoch"] + 1
-    out = subprocess.run(
-        _pretrain_cmd(
-            phantom_cache,
-            tmp_path,
-            "resume",
-            "--trainer.max_epochs",
-            str(epochs_done + 1),
-            "--ckpt_path",
-            "last",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    resumed = torch.load(last, map_location="cpu", weights_only=True)
-    assert resumed["epoch"] == epochs_done
-    assert resumed["global_step"] > killed_at["global_step"]
 
 
 def test_demo_end_to_end(tmp_path: Path) -> None:

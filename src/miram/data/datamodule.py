@@ -9,7 +9,9 @@ the transfer (:meth:`MammoDataModule.on_after_batch_transfer`), where they cost 
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import kornia.augmentation as K
@@ -18,9 +20,12 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from miram.data.cache import Cache, CacheError
 from miram.data.crops import center_box, crop_resize, random_resized_box
+from miram.data.sampling import EpochSampler
+from miram.seeding import Stream, derive_seed, forked_rng, run_seed, train_position
 
 
 class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
@@ -39,7 +44,9 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
             the original, as in official MoCo-v3, not a crop of a crop).
 
     Items are ``(image (1, H, W) uint16, target)``; the target is a class index (long), a multi-hot vector
-    (float) for multilabel labels, or -1 when no label is asked for.
+    (float) for multilabel labels, or -1 when no label is asked for. An item is asked for by position ``i``
+    or, from the training sampler, by ``(epoch, i)``: a record's crop is drawn from the stream
+    ``(seed, epoch, record)``, the same whichever rank or worker loads it.
     """
 
     def __init__(
@@ -57,7 +64,7 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         self.size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.label, self.scale, self.ratio = label, scale, ratio
         self.spec = cache.labels[label] if label is not None else None
-        self.rng = random.Random()
+        self.seed = run_seed()
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -73,16 +80,18 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
             return hot
         return torch.tensor(-1 if value is None else int(value))
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+        epoch, i = key if isinstance(key, tuple) else (0, key)
         index = self.indices[i]
         image = self.cache.image(index)
         h, w = image.shape
         aspect = self.size[1] / self.size[0]
         if self.train:
-            box = random_resized_box(h, w, self.scale, self.ratio, aspect, self.rng)
+            rng = random.Random(derive_seed(self.seed, Stream.CROP, epoch, index))
+            box = random_resized_box(h, w, self.scale, self.ratio, aspect, rng)
             boxes = [box]
             for _ in range(self.views - 1):  # further views: the stream's next draws, same native pixels
-                boxes.append(random_resized_box(h, w, self.scale, self.ratio, aspect, self.rng))
+                boxes.append(random_resized_box(h, w, self.scale, self.ratio, aspect, rng))
             if len(boxes) > 1:
                 return torch.stack([crop_resize(image, b, self.size) for b in boxes]), self.target(index)
         else:
@@ -90,16 +99,18 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         return crop_resize(image, box, self.size), self.target(index)
 
 
-def _worker_init(worker_id: int) -> None:
-    # Each worker resamples with one thread (the loader already runs workers in parallel) and gets its own
-    # crop RNG stream.
+def _worker_init(worker_id: int, rank: int = 0) -> None:
+    # Each worker resamples with one thread (the loader already runs workers in parallel). Crops draw from
+    # their own per-record streams; the worker's global RNGs get a stream of their own per rank and worker
+    # (the loader's default seeds them alike on every rank) for any code that uses them.
     import cv2
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    info = torch.utils.data.get_worker_info()
-    if info is not None:
-        info.dataset.rng.seed(info.seed)  # type: ignore[attr-defined]
+    seed = derive_seed(run_seed(), Stream.WORKER, rank, worker_id)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 class MammoDataModule(L.LightningDataModule):
@@ -176,6 +187,24 @@ class MammoDataModule(L.LightningDataModule):
         views = self.views if train else 1
         return CacheDataset(self.cache, indices, self.image_size, train, self.label, self.scale, views=views)
 
+    def _train_loader(self, dataset: CacheDataset) -> StatefulDataLoader[Any]:
+        # Resumable inside an epoch: Lightning checkpoints the loader's position and restores it.
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = EpochSampler(dataset, num_replicas=world, rank=rank, seed=dataset.seed, shuffle=True)
+        with warnings.catch_warnings():  # torchdata 0.11 calls a deprecated torch function on construction
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+            return StatefulDataLoader(
+                dataset,
+                batch_size=self.batch_size,
+                sampler=sampler,
+                drop_last=len(sampler) >= self.batch_size,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+                worker_init_fn=partial(_worker_init, rank=rank),
+                pin_memory=torch.cuda.is_available(),
+            )
+
     def _loader(self, dataset: CacheDataset, shuffle: bool) -> DataLoader[Any]:
         return DataLoader(
             dataset,
@@ -211,8 +240,8 @@ class MammoDataModule(L.LightningDataModule):
         dataset = self.dataset(split, train=False)
         return self.normalize(torch.stack([dataset[i][0] for i in range(min(num, len(dataset)))]))
 
-    def train_dataloader(self) -> DataLoader[Any]:
-        return self._loader(self.dataset(self.train_splits, train=True), shuffle=True)
+    def train_dataloader(self) -> StatefulDataLoader[Any]:
+        return self._train_loader(self.dataset(self.train_splits, train=True))
 
     def val_dataloader(self) -> DataLoader[Any]:
         return self._loader(self.dataset("val", train=False), shuffle=False)
@@ -223,7 +252,12 @@ class MammoDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, target = batch
         images = self.normalize(images)
-        if self.trainer is not None and self.trainer.training and len(self.flips):
-            # views (B, V, C, H, W) are flipped independently, as (B * V) images
-            images = self.flips(images.flatten(0, images.ndim - 4)).reshape(images.shape)
+        trainer = self.trainer
+        if trainer is not None and trainer.training and len(self.flips):
+            # flips of batch b of epoch e on rank r: one stream per (seed, r, e, b), kept by a resume
+            epoch, index = train_position(trainer, upcoming=True)
+            seed = derive_seed(run_seed(), Stream.FLIP, trainer.global_rank, epoch, index)
+            with forked_rng(seed, images.device):
+                # views (B, V, C, H, W) are flipped independently, as (B * V) images
+                images = self.flips(images.flatten(0, images.ndim - 4)).reshape(images.shape)
         return images, target

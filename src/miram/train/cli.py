@@ -18,11 +18,13 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from miram.data.datamodule import MammoDataModule
 from miram.train.callbacks import ReconstructionFigures, RunSummary
 from miram.train.guard import NonFiniteGuard
 from miram.train.lit_pretrain import LitPretrainBase
+from miram.train.resume import AtomicCheckpointIO, RngStates, step_checkpoint
 
 
 class RunDirCLI(LightningCLI):
@@ -60,6 +62,7 @@ class RunDirCLI(LightningCLI):
             mode=self.mode,
             save_last=True,
             save_top_k=1,
+            enable_version_counter=False,  # last.ckpt is rewritten in place, never last-v1.ckpt
         )
         trainer = self.config.trainer
         bar = [] if trainer.get("enable_progress_bar") is False else [RichProgressBar(leave=True)]
@@ -75,19 +78,37 @@ class RunDirCLI(LightningCLI):
                 TensorBoardLogger(run, name="", version=""),
             ]
         kwargs["callbacks"] = [*(trainer.get("callbacks") or []), *self.run_callbacks()]
+        plugins = trainer.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):  # a configured CheckpointIO is kept
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
 
 class PretrainCLI(RunDirCLI):
-    """RunDirCLI for pre-training: resume, and reconstruction figures (``--figures.*``)."""
+    """RunDirCLI for pre-training: exact resume (``--ckpt_path last``, ``last.ckpt`` every
+    ``--ckpt_every_n_steps`` steps and at every epoch end) and reconstruction figures (``--figures.*``)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
         parser.add_argument(
             "--ckpt_path", type=str | None, default=None, help="checkpoint to resume, or 'last' (of --out)"
         )
+        parser.add_argument(
+            "--ckpt_every_n_steps",
+            type=int,
+            default=1000,
+            help="also rewrite last.ckpt every N optimiser steps (0: at epoch ends only)",
+        )
         parser.add_lightning_class_args(ReconstructionFigures, "figures")
         parser.add_lightning_class_args(NonFiniteGuard, "guard")  # --guard.max_bad_steps K
+
+    def run_callbacks(self) -> list[Callback]:
+        every = int(self.config.ckpt_every_n_steps)
+        if every < 0:
+            raise SystemExit(f"miram: --ckpt_every_n_steps must be >= 0, got {every}")
+        steps = [step_checkpoint(self.run_dir / "checkpoints", every)] if every else []
+        return [*super().run_callbacks(), *steps, RngStates()]
 
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()
@@ -116,5 +137,8 @@ def pretrain(argv: Sequence[str] | None = None) -> Path:
         },
         parser_kwargs={"description": "Pre-train MIRAM, MAE or MoCo-v3 on a prepared cache."},
     )
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+    ckpt_path = cli.config.ckpt_path
+    if ckpt_path == "last":  # this run's own file: Lightning's "last" would pick the newest of any callback
+        ckpt_path = str(cli.run_dir / "checkpoints" / "last.ckpt")
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     return cli.run_dir

@@ -68,11 +68,13 @@ class LitMoCoV3(LitPretrainBase):
                 stacklevel=2,
             )
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # After the optimiser step: move the momentum branch towards the updated online branch.
-        if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
-            return
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # Right after each optimiser step, move the momentum branch towards the updated online branch. Here
+        # rather than in on_train_batch_end, which runs after the callbacks' on_train_batch_end: a step
+        # checkpoint written there would miss this update, and a resumed run would drift.
+        super().optimizer_step(*args, **kwargs)
+        step = self.trainer.global_step + 1  # the step just taken (Lightning counts it after this hook)
         total = int(self.trainer.estimated_stepping_batches)
-        self.momentum = cosine_momentum(self.trainer.global_step, total, self.config.base_momentum)
+        self.momentum = cosine_momentum(step, total, self.config.base_momentum)
         self.model.update_momentum(self.momentum)
         self.log("train/momentum", self.momentum, on_step=True, on_epoch=False)

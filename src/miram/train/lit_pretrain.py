@@ -14,6 +14,7 @@ from miram.config import from_dict, to_dict
 from miram.models.masked_autoencoder import MaskedAutoencoder, MaskedAutoencoderConfig
 from miram.models.outputs import LossOutput
 from miram.models.vit import ViTConfig
+from miram.seeding import forked_rng, step_seed
 from miram.train.guard import NonFiniteGuard
 from miram.train.optim import OptimConfig, absolute_lr, build_optimizer
 
@@ -38,8 +39,14 @@ class LitPretrainBase(L.LightningModule):
         self.optim = from_dict(OptimConfig, optim) if optim is not None else OptimConfig()
 
     def step(self, images: Tensor) -> LossOutput:
-        """Forward pass of the method on a batch of images."""
-        out: LossOutput = self.model(images)
+        """Forward pass of the method on a batch of images.
+
+        Under a Trainer, every random draw of the pass (masks, views, drop-path) comes from the stream of
+        this batch, rank and epoch (:func:`miram.seeding.step_seed`): ranks differ, and a resumed run
+        redraws exactly what the uninterrupted one drew.
+        """
+        with forked_rng(step_seed(self._trainer), images.device):
+            out: LossOutput = self.model(images)
         return out
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
