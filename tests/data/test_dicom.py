@@ -166,3 +166,17 @@ def test_padding_zeroed_in_the_output_not_in_the_dataset(tmp_path: Path) -> None
 def test_real_palette_color_refused() -> None:
     with pytest.raises(DicomError, match="PALETTE COLOR"):
         read_dicom(fixture_file("OBXXXX1A.dcm"))
+
+
+def test_voi_lut_range_follows_the_descriptor_bits_as_the_standard_says(tmp_path: Path) -> None:
+    # PS3.3 C.11.2.1.1: entries range over 0..2**n-1, n = the descriptor's third value; a 12-bit table
+    # under a 16-bit descriptor is displayed dark by a conforming viewer, and here too (docs/data.md)
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    px = np.array([[0, 2048, 4095]], dtype=np.uint16).repeat(2, 0)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.add_new(0x00283006, "US", list(range(4096)))  # LUTData: identity, 12-bit values
+    p = write_dicom(tmp_path / "voi.dcm", px, BitsStored=12, HighBit=11, VOILUTSequence=Sequence([item]))
+    assert read_dicom(p).pixels[0].tolist() == [0, 2048, 4095]
