@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from miram.train.resume import TMP_PREFIX, atomic_save, rng_state, set_rng_state
+from miram.train.resume import TMP_PREFIX, atomic_save, remove_partial_writes, rng_state, set_rng_state
 from tests.train.conftest import DEMO_CONFIGS, REPO
 
 MIRAM = [sys.executable, "-m", "miram.cli", "pretrain"]
@@ -142,6 +142,10 @@ def test_atomic_save_replaces_whole_files_and_keeps_the_old_one_on_failure(tmp_p
     with pytest.raises(Exception):  # noqa: B017 - whatever torch.save raises for an unpicklable object
         atomic_save({"step": torch.tensor(3), "bad": lambda: 0}, path)
     assert int(_load(path)["step"]) == 2 and not list(path.parent.glob(TMP_PREFIX + "*"))
+    (path.parent / f"{TMP_PREFIX}last.ckpt.abc").write_bytes(b"half a checkpoint")  # a kill's leftover
+    assert len(remove_partial_writes(path.parent)) == 1 and [p.name for p in path.parent.iterdir()] == [
+        path.name
+    ]
 
 
 def test_rng_states_round_trip_and_load_without_pickled_code(tmp_path: Path) -> None:
@@ -238,13 +242,13 @@ def test_sigkill_during_checkpoint_write_leaves_loadable_last(phantom_cache: str
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert "HANGING" in line, "the run never reached the hanging checkpoint write"
-    partial = list(last.parent.glob(".tmp-*"))
-    assert partial and all(p.stat().st_size > 0 for p in partial), "the kill did not land inside a write"
-
     killed = _load(last)  # the previous checkpoint, whole
     assert killed["global_step"] == hang_at - 1
+    partial = list(last.parent.glob(".tmp-*"))  # the cut-short write went to a temporary file
+    assert partial and all(p.stat().st_size > 0 for p in partial), "the kill did not land inside a write"
     _run([*MIRAM, *_command(configs, phantom_cache, run, max_steps), "--ckpt_path", "last"])
     assert _load(last)["global_step"] == max_steps
+    assert not list(last.parent.glob(".tmp-*"))  # the resume cleared the cut-short write
 
 
 def _draws(run: Path, rank: int, step: int) -> dict[str, torch.Tensor]:

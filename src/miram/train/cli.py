@@ -24,7 +24,7 @@ from miram.data.datamodule import MammoDataModule
 from miram.train.callbacks import ReconstructionFigures, RunSummary
 from miram.train.guard import NonFiniteGuard
 from miram.train.lit_pretrain import LitPretrainBase
-from miram.train.resume import AtomicCheckpointIO, RngStates, step_checkpoint
+from miram.train.resume import AtomicCheckpointIO, RngStates, remove_partial_writes, step_checkpoint
 
 
 class RunDirCLI(LightningCLI):
@@ -115,6 +115,8 @@ class PretrainCLI(RunDirCLI):
         last = self.run_dir / "checkpoints" / "last.ckpt"
         if self.config.ckpt_path == "last" and not last.exists():
             raise SystemExit(f"miram: --ckpt_path: nothing to resume: {last} does not exist")
+        if self.config.ckpt_path is not None:  # nothing writes yet: every rank is still starting
+            remove_partial_writes(last.parent)
 
 
 def _config_stem(cfg: Any) -> str | None:

@@ -63,6 +63,17 @@ def atomic_save(obj: object, path: Path) -> None:
     _fsync_dir(path.parent)  # the rename itself survives a power cut
 
 
+def remove_partial_writes(directory: Path) -> list[Path]:
+    """Delete the temporary files that writes cut short by a kill left in ``directory``; returns them.
+
+    Call it only while nothing writes there (before training starts).
+    """
+    partial = sorted(directory.glob(TMP_PREFIX + "*")) if directory.is_dir() else []
+    for path in partial:
+        path.unlink(missing_ok=True)  # several ranks may clean up at once
+    return partial
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
