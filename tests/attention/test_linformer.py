@@ -69,7 +69,8 @@ def test_linformer_resample_to_grid() -> None:
     assert module.proj_k.shape == (1 + 12 * 7, 8) and module.proj_v.shape == (1 + 12 * 7, 8)
     torch.testing.assert_close(module.proj_k[:1], prefix)
     torch.testing.assert_close(module.proj_k[1:, 0], torch.full((84,), 0.5 * 30 / 84))
-    torch.testing.assert_close(module.proj_v[1:].sum(0), sums, atol=0.5, rtol=0.2)
+    # random columns are not smooth, so bilinear resizing keeps their sums only roughly: measured 0.146
+    torch.testing.assert_close(module.proj_v[1:].sum(0), sums, atol=0.2, rtol=0)
     out = module(torch.randn(2, 1 + 12 * 7, DIM))
     assert out.shape == (2, 85, DIM)
     out.sum().backward()

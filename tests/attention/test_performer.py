@@ -57,7 +57,8 @@ def test_performer_module_matches_package_self_attention() -> None:
         ours.features.copy_(ref.fast_attention.projection_matrix)
     x = 0.5 * torch.randn(1, 200, 64)
     expected = ref(x)
-    assert (ours(x) - expected).norm() / expected.norm() < 0.05
+    # measured relative error 8.5e-5 to 1.6e-4 over three seeds (float32 summation order)
+    assert (ours(x) - expected).norm() / expected.norm() < 1e-3
 
 
 def test_performer_error_shrinks_with_features() -> None:
