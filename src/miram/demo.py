@@ -72,9 +72,10 @@ def demo(
     console = Console()
     start = time.time()
     root = Path(out)
-    cache = str(root / "phantoms")
+    # the settings are in the name, so a rerun with other settings never meets a cache it would refuse
+    cache = str(root / f"phantoms-{num}x{size}")
     console.rule("[bold]1/3 phantom lesion crops")
-    if (root / "phantoms" / "cache.json").exists() and len(Cache(cache)) == num:
+    if (Path(cache) / "cache.json").exists():
         console.print(f"reusing {cache}")
     else:
         prepare_phantoms(cache, num=num, size=size, seed=0)
