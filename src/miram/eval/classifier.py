@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from miram import dist as mdist
 from miram.checkpoints import Which, describe, load_encoder, resolve_checkpoint
 from miram.config import from_dict, to_dict
+from miram.eval.gather import distinct_samples, gather_in_order
 from miram.eval.metrics import Task, classification_metrics, evaluate_safe, per_class_metrics
 from miram.models.pretrained import load_pretrained
 from miram.models.vit import Pool, ViTConfig, ViTEncoder
@@ -169,8 +171,16 @@ class LitClassifier(L.LightningModule):
         self._eval_step("test", batch)
 
     def _collect(self, stage: str) -> tuple[Tensor, Tensor]:
+        """This stage's probabilities and targets from every rank, in dataset order, each sample once (the
+        DistributedSampler's padding dropped): the metrics equal one process's, on every rank."""
         outs, self._outputs[stage] = self._outputs[stage], []
-        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+        probs, target = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+        if mdist.world_size() == 1:
+            return probs, target
+        total = distinct_samples(
+            self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        )
+        return gather_in_order(probs, total, self.device), gather_in_order(target, total, self.device)
 
     def on_validation_epoch_end(self) -> None:
         probs, target = self._collect("val")
@@ -180,7 +190,10 @@ class LitClassifier(L.LightningModule):
             metrics = {"auroc": math.nan, "accuracy": math.nan}
         # NaN AUROC would never be "best"; -1 keeps checkpoint selection well defined
         metrics = {k: (-1.0 if math.isnan(v) else v) for k, v in metrics.items()}
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=True)
+        # equal on every rank (computed from the gathered outputs); the max makes the agreement explicit
+        self.log_dict(
+            {f"val/{k}": v for k, v in metrics.items()}, prog_bar=True, sync_dist=True, reduce_fx="max"
+        )
 
     def on_test_epoch_end(self) -> None:
         probs, target = self._collect("test")
@@ -190,7 +203,8 @@ class LitClassifier(L.LightningModule):
             "metrics": evaluate_safe(probs, target, self.task, self.num_classes, self.num_resamples),
             "per_class": per_class_metrics(probs, target, self.task, self.num_classes),
         }
-        self.log_dict({f"test/{k}": v["value"] for k, v in self.test_result["metrics"].items()})
+        values = {f"test/{k}": v["value"] for k, v in self.test_result["metrics"].items()}
+        self.log_dict(values, sync_dist=True, reduce_fx="max")  # equal on every rank, as for val
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The encoder's weights are in the checkpoint: a rebuild needs its architecture, not its source.
