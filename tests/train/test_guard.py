@@ -1,7 +1,7 @@
 """Guarded numerics (issue 11, item 3): faults injected into a tiny MAE run on one process.
 
-Not yet tested: the 2-process case (a fault on one rank skips the step on both through the all-reduced
-decision); here the reduction runs at world size 1.
+Here the reduction runs at world size 1; the 2-process case (a NaN on one rank skips the step on both
+through the all-reduced decision) is in test_guard_ddp.py (slow tier).
 """
 
 from __future__ import annotations
