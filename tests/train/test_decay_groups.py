@@ -74,4 +74,3 @@ def test_a_skip_entry_matches_a_whole_name_component() -> None:
     decay, exempt = param_groups(module, 0.05, skip={"mask_token"})
     assert [p.shape for p in exempt["params"]] == [torch.Size([1, 1, 4])]  # type: ignore[attr-defined]
     assert [p.shape for p in decay["params"]] == [torch.Size([4, 4])]  # type: ignore[attr-defined]
-
