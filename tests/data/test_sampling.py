@@ -70,9 +70,10 @@ def test_the_train_loader_resumes_inside_an_epoch(cache_dir: Path) -> None:
     it = iter(loader)
     seen = [next(it)[0] for _ in range(2)]
     state = loader.state_dict()
-    again = dm.train_dataloader()  # a new process: fresh loader, the epoch set by the Trainer, the state
+    again = dm.train_dataloader()  # a new process: a fresh loader gets the state and Lightning makes its
+    again.load_state_dict(state)  # iterator before it calls set_epoch: the epoch must come with the state
+    it = iter(again)
     again.sampler.set_epoch(1)  # type: ignore[attr-defined]
-    again.load_state_dict(state)
-    rest = [images for images, _ in again]
+    rest = [images for images, _ in it]
     assert len(seen) + len(rest) == len(whole)
     assert all(torch.equal(x, y) for x, y in zip(seen + rest, whole))

@@ -5,9 +5,11 @@ must know the epoch. A persistent worker holds a copy of the dataset made when i
 attribute set on the dataset later would never reach it; the sampler hands the epoch over with each index
 instead: it yields ``(epoch, index)`` pairs.
 
-It subclasses ``DistributedSampler`` so that Lightning keeps it under DDP instead of wrapping it in one more
+It is a ``DistributedSampler`` so that Lightning keeps it under DDP instead of wrapping it in one more
 sampler (Lightning calls ``set_epoch`` on it before every epoch). The order of epoch ``e`` is a function of
-``(seed, e)`` alone, so ``torchdata``'s ``StatefulDataLoader`` resumes inside an epoch by replaying it.
+``(seed, e)`` alone. Its state (epoch, indices yielded) goes into ``torchdata``'s ``StatefulDataLoader``
+state, which Lightning checkpoints: on a resume Lightning rebuilds the loader's iterator *before* it calls
+``set_epoch``, so the epoch must come back with the state, not from ``set_epoch``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sized
 from typing import Any
 
-from torch.utils.data import DistributedSampler
+from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 
-class EpochSampler(DistributedSampler[Any]):
+class EpochSampler(StatefulDistributedSampler):
     """Yields ``(epoch, index)`` for this rank's indices of epoch ``epoch``.
 
     Args:
@@ -40,7 +42,7 @@ class EpochSampler(DistributedSampler[Any]):
         drop_last: bool = False,
     ) -> None:
         super().__init__(
-            dataset,  # type: ignore[arg-type]
+            dataset,
             num_replicas=num_replicas,
             rank=rank,
             shuffle=shuffle,
@@ -51,3 +53,10 @@ class EpochSampler(DistributedSampler[Any]):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
         return ((epoch, int(i)) for i in super().__iter__())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "epoch": self.epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.set_epoch(int(state_dict["epoch"]))
