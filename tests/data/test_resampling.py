@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from cbis_fakes import real_cases
 
-from miram.data.crops import crop_resize
+from miram.data.crops import crop_resize, single_threaded_cv2
 
 
 def area_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -54,8 +54,7 @@ def test_mixed_axes_reduce_by_area_and_enlarge_linearly() -> None:
     region = calcifications(150, seed=0)[:, :60]  # rows reduced 150 -> 100, columns enlarged 60 -> 80
     out = crop_resize(region, (0, 0, 150, 60), (100, 80))[0].numpy().astype(np.float64)
     rows = area_matrix(150, 100) @ region.astype(np.float64)
-    import cv2
-
+    cv2 = single_threaded_cv2()  # this process forks loader workers in later tests
     expected = cv2.resize(rows, (80, 100), interpolation=cv2.INTER_LINEAR)
     assert np.abs(out - expected).max() <= 1.0
 

@@ -9,9 +9,10 @@ Batched photometric and flip augmentation runs on the device with kornia (see ``
 
 from __future__ import annotations
 
+import functools
 import math
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -99,6 +100,21 @@ def resize_max(image: np.ndarray, max_size: int | None) -> tuple[np.ndarray, flo
     return np.clip(np.rint(np.asarray(resized)), 0, 65535).astype(np.uint16), scale
 
 
+@functools.cache
+def single_threaded_cv2() -> Any:
+    """OpenCV, limited to one thread before its first use in this process.
+
+    Loader workers are forked from a process that may have resampled crops itself (an evaluation loader
+    without workers, a test). Had OpenCV started its thread pool there, the fork would inherit a pool
+    without threads and the worker's first OpenCV call would wait on it forever; with one thread from the
+    start there is no pool to inherit. One thread is also what a worker wants: workers are the parallelism.
+    """
+    import cv2  # imported here: only processes that resample crops need it
+
+    cv2.setNumThreads(1)
+    return cv2
+
+
 def crop_resize(image: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> Tensor:
     """Crop ``box`` from a uint16 ``(H, W)`` image and resample it to ``size`` -> uint16 ``(1, h, w)``.
 
@@ -113,8 +129,9 @@ def crop_resize(image: np.ndarray, box: tuple[int, int, int, int], size: tuple[i
     float32, and normalisation runs batched on the device
     (:meth:`miram.data.datamodule.MammoDataModule.normalize`).
     """
-    import cv2  # imported here: only data workers need it
     import torch  # imported here: ``prepare`` workers load this module too and need no torch
+
+    cv2 = single_threaded_cv2()
 
     top, left, h, w = box
     region = image[top : top + h, left : left + w]

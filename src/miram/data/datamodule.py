@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from miram.data.cache import Cache, CacheError
-from miram.data.crops import center_box, crop_resize, random_resized_box
+from miram.data.crops import center_box, crop_resize, random_resized_box, single_threaded_cv2
 from miram.data.sampling import EpochSampler
 from miram.seeding import Stream, derive_seed, forked_rng, run_seed, train_position
 
@@ -103,9 +103,7 @@ def _worker_init(worker_id: int, rank: int = 0) -> None:
     # Each worker resamples with one thread (the loader already runs workers in parallel). Crops draw from
     # their own per-record streams; the worker's global RNGs get a stream of their own per rank and worker
     # (the loader's default seeds them alike on every rank) for any code that uses them.
-    import cv2
-
-    cv2.setNumThreads(1)
+    single_threaded_cv2()
     torch.set_num_threads(1)
     seed = derive_seed(run_seed(), Stream.WORKER, rank, worker_id)
     random.seed(seed)
