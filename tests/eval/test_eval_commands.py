@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from PIL import Image
 
 from miram.data.phantom import prepare_phantoms
 from miram.models.mocov3 import MoCoV3Config
@@ -95,7 +96,9 @@ def test_probe_finetune_compare_predict(workdir: Path, capsys: pytest.CaptureFix
     assert {"metrics", "knn", "per_patient"} <= set(s) and "lo" in s["metrics"]["auroc"]
     run = workdir / "runs" / "probe"
     assert json.loads((run / "summary.json").read_text())["label"] == "pathology"
-    assert (run / "figures" / "roc.png").exists() and (run / "checkpoints" / "best.ckpt").exists()
+    assert s["tested_checkpoint"] == str(run / "checkpoints" / "best.ckpt")
+    with Image.open(run / "figures" / "roc.png") as im:
+        assert im.format == "PNG" and min(im.size) >= 300
 
     export_path = workdir / "encoder.safetensors"
     if not export_path.exists():
@@ -120,7 +123,8 @@ def test_probe_finetune_compare_predict(workdir: Path, capsys: pytest.CaptureFix
     assert main(["compare", "--run", str(workdir / "runs"), "--out", str(workdir / "cmp")]) == 0
     table = (workdir / "cmp" / "compare.md").read_text()
     assert "probe, `pathology`" in table and "finetune, `type_pathology`" in table
-    assert (workdir / "cmp" / "compare.png").exists()
+    with Image.open(workdir / "cmp" / "compare.png") as im:
+        assert im.format == "PNG" and min(im.size) >= 300
 
     out = predict(str(run), str(workdir / "cache"), "pathology")
     rows = list(csv.reader(out.open()))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from miram.checkpoints import load_encoder
 from miram.train.cli import pretrain
@@ -130,7 +131,9 @@ def test_reconstruct_command_writes_a_figure_per_scale(phantom_cache: str, tmp_p
     )
     paths = reconstruct_command(str(run), phantom_cache, out=str(tmp_path / "rec"), num=2)
     assert [Path(p).name for p in paths] == ["reconstruction_x1.png", "reconstruction_x2.png"]
-    assert all(Path(p).stat().st_size > 0 for p in paths)
+    for p in paths:  # figsize (8, 2 per image) at 80 dpi: 4 panels by 2 images
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.size == (640, 320)
 
 
 def test_a_configured_logger_is_kept_and_checkpoints_stay_in_the_run(
