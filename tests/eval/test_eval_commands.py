@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from miram.data.phantom import prepare_phantoms
@@ -151,3 +152,15 @@ def test_multilabel_runs_also_carry_the_authors_scoring(workdir: Path) -> None:
     assert "probe (authors' scoring), `margins`" in table
     with pytest.raises(SystemExit, match="authors_scoring"):
         compare([str(workdir / "runs" / "probe")], authors_scoring=True)
+
+
+def test_probe_of_a_scratch_encoder_takes_its_input_size_from_model_vit(workdir: Path) -> None:
+    from miram.eval.cli import probe
+
+    vit = {"img_size": [64, 32], "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
+    args = [*common(workdir, "scratch", "pathology"), "--model.vit", json.dumps(vit)]
+    # the encoder refuses any other input size, so finishing means data.image_size was linked to (64, 32)
+    s = probe([*args, "--trainer.max_epochs", "1"])
+    assert s["method"] == "scratch" and s["encoder"] == "scratch" and 0 <= s["metrics"]["auroc"]["value"] <= 1
+    config = yaml.safe_load((workdir / "runs" / "scratch" / "config.yaml").read_text())
+    assert config["run"] is None and config["model"]["vit"]["img_size"] == [64, 32]

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 
 from miram.checkpoints import read_encoder_config
@@ -46,7 +47,9 @@ def input_size(run: str | None, vit: Any) -> tuple[int, int]:
     if run is not None:
         config = read_encoder_config(run)
     elif vit is not None:
-        config = from_dict(ViTConfig, dict(vit))
+        # a dict as given, or the parser's Namespace of the ViTConfig (class_path / init_args)
+        fields = vit.as_dict() if isinstance(vit, Namespace) else dict(vit)
+        config = from_dict(ViTConfig, fields.get("init_args", fields))
     else:
         config = ViTConfig()
     h, w = config.img_size
