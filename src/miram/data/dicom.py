@@ -227,6 +227,12 @@ def decode_pixels(
     try:
         raw = ds.pixel_array
     except Exception as e:  # decoders raise ValueError, RuntimeError, struct errors on short data
+        if "12-bit precision" in str(e):  # GDCM and Pillow refuse it: not damage, a missing decoder
+            raise DicomError(
+                f"{path}: {ds.file_meta.TransferSyntaxUID.name} with {ds.get('BitsStored')}-bit samples has "
+                "no permissively licensed decoder (GDCM and Pillow refuse it); pylibjpeg-libjpeg decodes it "
+                "but is GPL-3.0, so miram[dicom] leaves it out: install it yourself if its licence suits you"
+            ) from e
         raise DicomError(
             f"{path}: cannot decode pixel data, file truncated or corrupt ({type(e).__name__}: {e})"
         ) from e
