@@ -36,13 +36,13 @@ def _run_dir(root: Path, names: tuple[str, ...]) -> Path:
 
 def test_run_directory_resolution(tmp_path: Path) -> None:
     both = _run_dir(tmp_path / "both", ("best.ckpt", "last.ckpt"))
-    assert resolve_checkpoint(both) == both / "checkpoints" / "best.ckpt"
-    assert resolve_checkpoint(both, "last") == both / "checkpoints" / "last.ckpt"
+    assert resolve_checkpoint(both) == both / "checkpoints" / "last.ckpt"  # the final one by default
+    assert resolve_checkpoint(both, "best") == both / "checkpoints" / "best.ckpt"
     last_only = _run_dir(tmp_path / "last_only", ("last.ckpt",))
-    assert resolve_checkpoint(last_only) == last_only / "checkpoints" / "last.ckpt"
+    assert resolve_checkpoint(last_only, "best") == last_only / "checkpoints" / "last.ckpt"  # no best kept
     best_only = _run_dir(tmp_path / "best_only", ("best.ckpt",))
     with pytest.raises(FileNotFoundError, match="no checkpoints/last.ckpt"):
-        resolve_checkpoint(best_only, "last")
+        resolve_checkpoint(best_only)
     assert resolve_checkpoint(both / "checkpoints" / "last.ckpt") == both / "checkpoints" / "last.ckpt"
     with pytest.raises(FileNotFoundError, match="nowhere"):
         resolve_checkpoint(tmp_path / "nowhere")

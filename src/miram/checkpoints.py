@@ -45,13 +45,14 @@ class UnsafeCheckpointError(ValueError):
     """A checkpoint that can only be read by running arbitrary pickled code."""
 
 
-def resolve_checkpoint(path: str | Path, which: Which = "best") -> Path:
+def resolve_checkpoint(path: str | Path, which: Which = "last") -> Path:
     """The checkpoint file a path stands for.
 
     Args:
         path: a checkpoint file, or a run directory holding ``checkpoints/``.
-        which: for a run directory: ``best`` (``best.ckpt``, or ``last.ckpt`` when the run kept no best, e.g.
-            it had no validation) or ``last`` (the final checkpoint only).
+        which: for a run directory: ``last`` (the final checkpoint: what the paper evaluates, and the default
+            everywhere except ``miram predict``) or ``best`` (``best.ckpt``, or ``last.ckpt`` when the run
+            kept no best, e.g. it had no validation).
     """
     path = Path(path)
     if not path.exists():
@@ -72,13 +73,13 @@ def _model_dir_file(path: Path) -> Path | None:
     return next((path / n for n in MODEL_DIR_FILES if (path / n).exists()), None)
 
 
-def read_checkpoint(path: str | Path, which: Which = "best") -> dict[str, Any]:
+def read_checkpoint(path: str | Path, which: Which = "last") -> dict[str, Any]:
     """Read a checkpoint without running pickled code.
 
     Args:
         path: a ``.safetensors`` file, a torch file (``.ckpt``, ``.pth``, ``.pt``, ``.bin``), a run directory
             (see :func:`resolve_checkpoint`) or a model directory holding one of ``MODEL_DIR_FILES``.
-        which: ``best`` | ``last``, for a run directory.
+        which: ``last`` | ``best``, for a run directory.
 
     Returns:
         The loaded object (a dict of tensors, or a dict wrapping one).
@@ -153,7 +154,7 @@ def metadata(ckpt: dict[str, Any], source: str | Path) -> dict[str, Any]:
     return meta
 
 
-def read_encoder_config(path: str | Path, which: Which = "best") -> ViTConfig:
+def read_encoder_config(path: str | Path, which: Which = "last") -> ViTConfig:
     """The encoder architecture of a run, checkpoint or export, without building the encoder."""
     p = Path(path)
     if p.suffix == ".safetensors":
@@ -162,7 +163,7 @@ def read_encoder_config(path: str | Path, which: Which = "best") -> ViTConfig:
     return from_dict(ViTConfig, metadata(read_checkpoint(file), file)["encoder_config"])
 
 
-def load_encoder(path: str | Path, which: Which = "best") -> tuple[ViTEncoder, dict[str, Any]]:
+def load_encoder(path: str | Path, which: Which = "last") -> tuple[ViTEncoder, dict[str, Any]]:
     """Rebuild the ViT encoder of a miram run directory, checkpoint (any method, probes and fine-tuning runs
     included) or ``miram export`` file.
 
@@ -180,7 +181,7 @@ def load_encoder(path: str | Path, which: Which = "best") -> tuple[ViTEncoder, d
     return encoder.eval(), dict(meta)
 
 
-def load_module(path: str | Path, which: Which = "best") -> L.LightningModule:
+def load_module(path: str | Path, which: Which = "last") -> L.LightningModule:
     """Rebuild the LightningModule of a miram run directory or checkpoint from the class path it records,
     with every weight loaded (eval mode)."""
     file = resolve_checkpoint(path, which)
@@ -196,7 +197,7 @@ def load_module(path: str | Path, which: Which = "best") -> L.LightningModule:
     return module.eval()
 
 
-def export(run: str, out: str, which: Which = "best") -> Path:
+def export(run: str, out: str, run_checkpoint: Which = "last") -> Path:
     """``miram export``: the encoder of a run or checkpoint as ``<out>.safetensors`` plus ``<out>.json``.
 
     The safetensors file holds the encoder's state dict under timm / official-MAE key names (so timm-style
@@ -206,12 +207,12 @@ def export(run: str, out: str, which: Which = "best") -> Path:
     Args:
         run: a miram run directory or checkpoint file (pre-training, probe or fine-tuning).
         out: output path; ``.safetensors`` and ``.json`` are written beside each other.
-        which: best | last checkpoint of a run directory.
+        run_checkpoint: last | best checkpoint of a run directory.
 
     Returns:
         The safetensors path.
     """
-    encoder, meta = load_encoder(run, which)
+    encoder, meta = load_encoder(run, run_checkpoint)
     target = Path(out).with_suffix(".safetensors")
     target.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in encoder.state_dict().items()}
@@ -220,7 +221,7 @@ def export(run: str, out: str, which: Which = "best") -> Path:
         "format": EXPORT_FORMAT,
         "method": meta.get("method"),
         "encoder_config": to_dict(encoder.config),
-        "source": str(resolve_checkpoint(run, which)),
+        "source": str(resolve_checkpoint(run, run_checkpoint)),
         "git_commit": git_commit(),
     }
     target.with_suffix(".json").write_text(json.dumps(info, indent=2))

@@ -21,7 +21,7 @@ def predict(
     split: str = "test",
     out: str | None = None,
     batch_size: int = 64,
-    which: Which = "best",
+    run_checkpoint: Which = "best",
 ) -> Path:
     """Write ``key, patient_id, target, p_<class>...`` rows for every record of ``split``.
 
@@ -32,14 +32,15 @@ def predict(
         split: train | val | test.
         out: CSV path (default ``<run>/predictions_<split>.csv``).
         batch_size: images per forward pass.
-        which: best | last checkpoint of a run directory.
+        run_checkpoint: best | last checkpoint of the evaluation run (best: the one its summary.json was
+            tested on, by validation AUROC).
 
     Returns:
         The CSV path.
     """
-    model = load_module(run, which)
+    model = load_module(run, run_checkpoint)
     if not isinstance(model, LitClassifier):
-        raise ValueError(f"{resolve_checkpoint(run, which)}: not a probe or fine-tuning checkpoint")
+        raise ValueError(f"{resolve_checkpoint(run, run_checkpoint)}: not a probe or fine-tuning checkpoint")
     h, w = model.encoder.config.img_size
     data = EvalDataModule(cache, label=label, image_size=(h, w), batch_size=batch_size)
     spec = task_from_cache(data.cache, label)

@@ -96,7 +96,7 @@ def reconstruct_command(
     split: str = "val",
     num: int = 4,
     seed: int = 0,
-    which: Which = "best",
+    run_checkpoint: Which = "last",
 ) -> list[str]:
     """Save per-scale reconstruction figures of a MAE/MIRAM run (``miram reconstruct``).
 
@@ -107,16 +107,17 @@ def reconstruct_command(
         split: split to draw from.
         num: number of images.
         seed: seed of the displayed mask.
-        which: best | last checkpoint of a run directory.
+        run_checkpoint: last | best checkpoint of a run directory (last: the final pre-training epoch).
 
     Returns:
         Paths of the written PNG files.
     """
-    module = load_module(run, which)
+    module = load_module(run, run_checkpoint)
     model = getattr(module, "model", None)
     if not isinstance(model, MaskedAutoencoder):
         raise ValueError(
-            f"{resolve_checkpoint(run, which)}: not a MAE/MIRAM checkpoint; reconstructions need the decoders"
+            f"{resolve_checkpoint(run, run_checkpoint)}: not a MAE/MIRAM checkpoint; "
+            "reconstructions need the decoders"
         )
     data = MammoDataModule(cache, image_size=model.config.data_size, num_workers=0, pretrain_only=False)
     images = data.images(split, num)
