@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from miram.models.masking import random_masking
-from miram.seeding import SEED_ENV, Stream, derive_seed, forked_rng, generator, run_seed, step_seed
+from miram.seeding import SEED_ENV, Stream, derive_seed, forked_rng, run_seed, step_seed
 
 
 def test_streams_are_reproducible_and_distinct_per_key() -> None:
@@ -36,7 +36,9 @@ def test_forked_rng_seeds_the_block_and_leaves_the_global_stream_alone() -> None
 
 def test_masks_from_a_named_stream_differ_per_rank() -> None:
     masks = [
-        random_masking(4, 64, 0.75, generator=generator(derive_seed(0, Stream.TRAIN_STEP, r, 0, 0))).mask
+        random_masking(
+            4, 64, 0.75, generator=torch.Generator().manual_seed(derive_seed(0, Stream.TRAIN_STEP, r, 0, 0))
+        ).mask
         for r in (0, 1)
     ]
     assert not torch.equal(masks[0], masks[1])

@@ -73,13 +73,15 @@ def _model_dir_file(path: Path) -> Path | None:
     return next((path / n for n in MODEL_DIR_FILES if (path / n).exists()), None)
 
 
-def read_checkpoint(path: str | Path, which: Which = "last") -> dict[str, Any]:
+def read_checkpoint(path: str | Path, which: Which = "last", mmap: bool = False) -> dict[str, Any]:
     """Read a checkpoint without running pickled code.
 
     Args:
         path: a ``.safetensors`` file, a torch file (``.ckpt``, ``.pth``, ``.pt``, ``.bin``), a run directory
             (see :func:`resolve_checkpoint`) or a model directory holding one of ``MODEL_DIR_FILES``.
         which: ``last`` | ``best``, for a run directory.
+        mmap: map the tensors of a torch file instead of reading them (for callers that need only its
+            metadata: a pre-training checkpoint with optimiser state is gigabytes).
 
     Returns:
         The loaded object (a dict of tensors, or a dict wrapping one).
@@ -95,7 +97,7 @@ def read_checkpoint(path: str | Path, which: Which = "last") -> dict[str, Any]:
     try:
         # MAE's training script stores its argparse.Namespace of options; that class is harmless.
         with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(file, map_location="cpu", weights_only=True)
+            obj = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         why = str(err).splitlines()[0] if str(err) else "weights_only load failed"
         raise UnsafeCheckpointError(
@@ -155,12 +157,13 @@ def metadata(ckpt: dict[str, Any], source: str | Path) -> dict[str, Any]:
 
 
 def read_encoder_config(path: str | Path, which: Which = "last") -> ViTConfig:
-    """The encoder architecture of a run, checkpoint or export, without building the encoder."""
+    """The encoder architecture of a run, checkpoint or export, without building the encoder or reading its
+    weights (the eval CLI asks for it while parsing, before the encoder is loaded)."""
     p = Path(path)
     if p.suffix == ".safetensors":
         return from_dict(ViTConfig, json.loads(p.with_suffix(".json").read_text())["encoder_config"])
     file = resolve_checkpoint(p, which)
-    return from_dict(ViTConfig, metadata(read_checkpoint(file), file)["encoder_config"])
+    return from_dict(ViTConfig, metadata(read_checkpoint(file, mmap=True), file)["encoder_config"])
 
 
 def load_encoder(path: str | Path, which: Which = "last") -> tuple[ViTEncoder, dict[str, Any]]:

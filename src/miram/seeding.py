@@ -9,9 +9,9 @@ seed is a hash of that tuple (:func:`derive_seed`), so
 - a run resumed mid-epoch draws exactly what the uninterrupted run drew, without replaying anything: the
   stream of batch ``b`` of epoch ``e`` is a function of ``(seed, rank, e, b)`` alone.
 
-Draws that take an explicit ``torch.Generator`` get one (:func:`generator`). Code that only knows the global
-RNG (kornia's augmentation, dropout, drop-path) runs inside :func:`forked_rng`, which seeds the global
-generators of the CPU and of the tensor's device for the block and restores them afterwards.
+Code that only knows the global RNG (kornia's augmentation, dropout, drop-path) runs inside
+:func:`forked_rng`, which seeds the global generators of the CPU and of the tensor's device for the block
+and restores them afterwards.
 """
 
 from __future__ import annotations
@@ -55,11 +55,6 @@ def derive_seed(*keys: int) -> int:
     """A 63-bit seed from integer ``keys`` (a hash: neighbouring keys give unrelated streams)."""
     entropy = [int(k) % 2**64 for k in keys]
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 @contextmanager

@@ -11,6 +11,16 @@ from miram.checkpoints import load_encoder
 from miram.train.cli import pretrain
 from tests.train.conftest import DEMO_CONFIGS
 
+# one epoch of one training and one validation batch
+ONE_BATCH = (
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "1",
+    "--trainer.limit_val_batches",
+    "1",
+)
+
 
 def _args(config: str, cache: str, root: Path, *extra: str) -> list[str]:
     """Arguments of a run under ``root``; its directory is ``root/<config stem>`` unless ``--out`` is in
@@ -81,12 +91,7 @@ def test_pretrain_refuses_to_overwrite_an_existing_run(phantom_cache: str, tmp_p
         "mae_tiny.yaml",
         phantom_cache,
         tmp_path,
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "1",
-        "--trainer.limit_val_batches",
-        "1",
+        *ONE_BATCH,
     )
     pretrain(args)
     with pytest.raises(SystemExit, match="already holds"):
@@ -121,12 +126,7 @@ def test_reconstruct_command_writes_a_figure_per_scale(phantom_cache: str, tmp_p
             "miram_tiny_nystrom.yaml",
             phantom_cache,
             tmp_path,
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_train_batches",
-            "1",
-            "--trainer.limit_val_batches",
-            "1",
+            *ONE_BATCH,
         )
     )
     paths = reconstruct_command(str(run), phantom_cache, out=str(tmp_path / "rec"), num=2)
@@ -148,12 +148,7 @@ def test_a_configured_logger_is_kept_and_checkpoints_stay_in_the_run(
             "mae_tiny.yaml",
             phantom_cache,
             tmp_path,
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_train_batches",
-            "1",
-            "--trainer.limit_val_batches",
-            "1",
+            *ONE_BATCH,
             "--trainer.logger",
             json.dumps(mine),
         )

@@ -88,12 +88,11 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         aspect = self.size[1] / self.size[0]
         if self.train:
             rng = random.Random(derive_seed(self.seed, Stream.CROP, epoch, index))
-            box = random_resized_box(h, w, self.scale, self.ratio, aspect, rng)
-            boxes = [box]
-            for _ in range(self.views - 1):  # further views: the stream's next draws, same native pixels
-                boxes.append(random_resized_box(h, w, self.scale, self.ratio, aspect, rng))
-            if len(boxes) > 1:
+            # further views are the stream's next draws, each on the same native pixels
+            boxes = [random_resized_box(h, w, self.scale, self.ratio, aspect, rng) for _ in range(self.views)]
+            if self.views > 1:
                 return torch.stack([crop_resize(image, b, self.size) for b in boxes]), self.target(index)
+            box = boxes[0]
         else:
             box = center_box(h, w, aspect)
         return crop_resize(image, box, self.size), self.target(index)
