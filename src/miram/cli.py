@@ -33,6 +33,11 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "cbis-ddsm": "miram.data.cbis_ddsm.prepare:prepare_cbis_ddsm",
         "folder": "miram.data.folder:prepare_folder",
         "npz": "miram.data.npz:prepare_npz",
+        "vindr-mammo": "miram.data.collections.vindr:prepare_vindr",
+        "cmmd": "miram.data.collections.cmmd:prepare_cmmd",
+        "rsna": "miram.data.collections.rsna:prepare_rsna",
+        "inbreast": "miram.data.collections.inbreast:prepare_inbreast",
+        "embed": "miram.data.collections.embed:prepare_embed",
     },
     "pretrain": "miram.train.cli:pretrain!",
     "probe": "miram.eval.cli:probe!",
@@ -53,6 +58,7 @@ HELP = """usage: miram COMMAND [SUBCOMMAND] [options]
 commands:
   demo                                  end-to-end MAE vs MIRAM on built-in phantoms (CPU, minutes)
   prepare phantoms|cbis-ddsm|folder|npz build a training cache (with a report of skipped inputs)
+  prepare vindr-mammo|cmmd|rsna|inbreast|embed   whole films of a public collection
   pretrain --config FILE [overrides]    pre-train MIRAM, MAE or MoCo-v3 (LightningCLI)
   probe | finetune --config FILE --run RUN   evaluate an encoder (linear probe / fine-tuning)
   compare --run RUN_DIR                 paper-style table and figure from runs' summary.json

@@ -6,6 +6,7 @@ Layout of a cache directory::
     manifest.jsonl    one JSON object per record (see CacheRecord), in index order
     skipped.csv       every input that was skipped, with the reason
     records/<key>.npy one uint16 (H, W) array per record, at native resolution
+    masks/<key>.npy   whole films only (``kind: films``): the breast mask, a bool thumbnail
     journal/          per-job JSON (records + skips of one source item) and settings.json, for resume
 
 Records are written atomically one by one (temporary file + rename), so an interrupted ``prepare``
@@ -21,7 +22,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import tempfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -125,7 +128,7 @@ class CacheWriter:
         if overwrite and self.root.exists():
             for name in ("cache.json", "manifest.jsonl", "skipped.csv"):
                 (self.root / name).unlink(missing_ok=True)
-            for f in (self.root / "records").glob("*.npy"):
+            for f in [*(self.root / "records").glob("*.npy"), *(self.root / "masks").glob("*.npy")]:
                 f.unlink()
             for f in (self.root / "journal").glob("*.json"):
                 f.unlink()
@@ -279,6 +282,12 @@ class CacheWriter:
         atomic_write_bytes(self.root / "skipped.csv", buf.getvalue().encode())
 
 
+def record_key(text: str) -> str:
+    """A readable, filesystem-safe record key for ``text`` (a relative path, an image id), with a hash so
+    that ``a b.png`` and ``a_b.png`` stay distinct."""
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', text)[-80:]}_{zlib.crc32(text.encode()):08x}"
+
+
 def journal_path(root: str | Path, job: str) -> Path:
     """Journal entry of one job (a source item such as one full mammogram)."""
     return Path(root) / "journal" / f"{job}.json"
@@ -368,6 +377,26 @@ class Cache:
                 self._maps.pop(next(iter(self._maps)))
             image = self._maps[index] = np.load(self.path(index), mmap_mode="r")
         return image
+
+    @property
+    def kind(self) -> str:
+        """``films`` for whole films with breast masks and pixel spacing, else ``crops``."""
+        return str(self.info.get("kind", "crops"))
+
+    def mask(self, index: int) -> tuple[np.ndarray, int]:
+        """Breast mask of film ``index``: a bool thumbnail ``(ceil(H/s), ceil(W/s))`` and its stride ``s``.
+
+        Raises:
+            CacheError: the cache holds no masks (not prepared from whole films).
+        """
+        record = self.records[index]
+        path = self.root / "masks" / f"{record.key}.npy"
+        if "mask_stride" not in record.meta or not path.exists():
+            raise CacheError(
+                f"{self.root}: record '{record.key}' has no breast mask (the cache is not of whole films; "
+                "prepare one with a full-field collection reader)"
+            )
+        return np.load(path), int(record.meta["mask_stride"])
 
     def __getstate__(self) -> dict[str, Any]:
         # maps belong to the process that opened them; a worker started by pickling opens its own

@@ -2,9 +2,11 @@
 
 Boxes: :func:`square_box` (the square around a lesion's mask, cut by ``prepare``), :func:`random_resized_box`
 and :func:`center_box` (the per-sample augmentation geometry the data workers pick on native-resolution
-crops). Crops and resizing: :func:`crop_padded` (zero-padded window), :func:`resize_max` (``prepare``'s
-size cap) and :func:`crop_resize` (a box resampled to the size the model asks for, in the data workers).
-Batched photometric and flip augmentation runs on the device with kornia (see ``datamodule.py``).
+crops); :func:`physical_size`, :func:`inbreast_cells` and :func:`inbreast_box` (crops of a size in
+millimetres inside the breast of a whole film). Crops and resizing: :func:`crop_padded` (zero-padded
+window), :func:`resize_max` (``prepare``'s size cap) and :func:`crop_resize` (a box resampled to the size
+the model asks for, in the data workers). Batched photometric and flip augmentation runs on the device with
+kornia (see ``datamodule.py``).
 """
 
 from __future__ import annotations
@@ -70,6 +72,79 @@ def center_box(height: int, width: int, out_aspect: float) -> tuple[int, int, in
     else:
         h, w = max(1, int(round(width / out_aspect))), width
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+def physical_size(spacing_mm: tuple[float, float], crop_mm: float, out_aspect: float) -> tuple[int, int]:
+    """Pixels ``(h, w)`` of a crop ``crop_mm`` high and ``crop_mm * out_aspect`` wide, at ``spacing_mm``
+    (row, column) millimetres per pixel."""
+    return (
+        max(1, int(round(crop_mm / spacing_mm[0]))),
+        max(1, int(round(crop_mm * out_aspect / spacing_mm[1]))),
+    )
+
+
+def inbreast_cells(
+    mask: np.ndarray, stride: int, shape: tuple[int, int], size: tuple[int, int], min_breast: float
+) -> np.ndarray:
+    """Thumbnail cells where a box of ``size`` may start and be at least ``min_breast`` breast, wherever in
+    the cell it starts.
+
+    The full-resolution mask is the thumbnail ``mask`` repeated over ``stride`` x ``stride`` cells. A box of
+    ``(bh, bw)`` pixels starting in cell ``(i, j)`` lies within the ``ky`` x ``kx`` cells from there (``ky =
+    ceil((bh + stride - 1) / stride)``), so it misses the breast on at most ``stride**2`` pixels per
+    non-breast cell of that window: a cell is kept when that bound leaves ``min_breast`` of the box. The
+    bound is conservative, so any start in a kept cell is safe, and it is exact up to one cell per edge.
+
+    Args:
+        mask: bool ``(h, w)`` thumbnail of the breast.
+        stride: image pixels per thumbnail pixel.
+        shape: the image's ``(H, W)``.
+        size: the box's ``(bh, bw)`` in image pixels.
+        min_breast: smallest share of the box that must be breast.
+
+    Returns:
+        bool ``(h, w)``: True where a box may start.
+    """
+    (height, width), (bh, bw) = shape, size
+    th, tw = mask.shape
+    ky, kx = -(-(bh + stride - 1) // stride), -(-(bw + stride - 1) // stride)
+    outside = np.ones((th + ky, tw + kx), dtype=np.int32)  # beyond the thumbnail counts as non-breast
+    outside[:th, :tw] = ~mask
+    table = np.zeros((th + ky + 1, tw + kx + 1), dtype=np.int64)
+    table[1:, 1:] = outside.cumsum(0).cumsum(1)
+    window = (
+        table[ky : ky + th, kx : kx + tw]
+        - table[:th, kx : kx + tw]
+        - table[ky : ky + th, :tw]
+        + table[:th, :tw]
+    )
+    ok = 1.0 - window * float(stride * stride) / (bh * bw) >= min_breast
+    # the box must also fit in the image from the cell's first pixel
+    ok[np.arange(th) * stride > height - bh, :] = False
+    ok[:, np.arange(tw) * stride > width - bw] = False
+    return np.asarray(ok)
+
+
+def inbreast_box(
+    cells: np.ndarray,
+    stride: int,
+    shape: tuple[int, int],
+    size: tuple[int, int],
+    rng: random.Random,
+) -> tuple[int, int, int, int]:
+    """A box ``(top, left, h, w)`` of ``size`` starting uniformly in a cell of :func:`inbreast_cells`, then
+    uniformly inside that cell (as far as the image allows).
+
+    Raises:
+        ValueError: no cell can hold the box.
+    """
+    starts = np.flatnonzero(cells)
+    if starts.size == 0:
+        raise ValueError(f"no position holds a {size[0]}x{size[1]} box inside the breast")
+    i, j = divmod(int(starts[rng.randrange(starts.size)]), cells.shape[1])
+    y_hi = min((i + 1) * stride, shape[0] - size[0] + 1)
+    x_hi = min((j + 1) * stride, shape[1] - size[1] + 1)
+    return rng.randrange(i * stride, y_hi), rng.randrange(j * stride, x_hi), size[0], size[1]
 
 
 def crop_padded(image: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:

@@ -342,3 +342,27 @@ def view(ds: Dataset | None, path: str | Path | None = None) -> str | None:
                 if token in (v, "L" + v, "R" + v):
                     return v
     return None
+
+
+def pixel_spacing(ds: Dataset | None) -> tuple[tuple[float, float] | None, str | None]:
+    """Millimetres per pixel, ``(row, column)``, and the tag it came from.
+
+    PixelSpacing (calibrated to the patient) first, then ImagerPixelSpacing (at the detector): mammography
+    writers fill one or the other. Scanned films often carry neither: ``(None, None)``.
+    """
+    if ds is None:
+        return None, None
+    for tag in ("PixelSpacing", "ImagerPixelSpacing"):
+        raw = ds.get(tag)
+        if raw is None:
+            continue
+        values = list(raw) if isinstance(raw, pydicom.multival.MultiValue) else [raw]
+        try:
+            numbers = [float(v) for v in values]
+        except (TypeError, ValueError):
+            continue
+        if len(numbers) == 1:
+            numbers *= 2
+        if len(numbers) >= 2 and all(np.isfinite(v) and v > 0 for v in numbers[:2]):
+            return (numbers[0], numbers[1]), tag
+    return None, None

@@ -17,13 +17,9 @@ import csv
 import functools
 import re
 import sys
-import zlib
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-
-import numpy as np
 
 from miram.data.cache import (
     CacheRecord,
@@ -32,12 +28,14 @@ from miram.data.cache import (
     PrepareError,
     atomic_save_npy,
     fingerprint,
+    record_key,
     save_job,
 )
 from miram.data.crops import resize_max
 from miram.data.dicom import read_header
 from miram.data.images import RASTER_SUFFIXES, ImageError, read_image
 from miram.data.parallel import run_parallel
+from miram.data.splits import draw_splits
 
 SUFFIXES = (*RASTER_SUFFIXES, ".dcm", ".dicom")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -52,11 +50,6 @@ class FolderItem:
     label: str | None
     patient_id: str
     split: str | None
-
-
-def _key(rel: str) -> str:
-    # readable and filesystem-safe, with a hash so that 'a b.png' and 'a_b.png' stay distinct
-    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', rel)[-80:]}_{zlib.crc32(rel.encode()):08x}"
 
 
 # CBIS-DDSM writes the image's subject folder name into PatientID (cbis-ddsm.md §4.1): the patient is P_#####
@@ -152,7 +145,7 @@ def _from_manifest(
         items.append(
             FolderItem(
                 str(path),
-                _key(row["path"]),
+                record_key(row["path"]),
                 row["label"] or None,
                 patient,
                 SPLIT_NAMES[split] if split else None,
@@ -171,7 +164,7 @@ def _from_folders(root: Path, rule: PatientRule, problems: list[tuple[str, str]]
         except ImageError as e:
             problems.append((str(path), str(e)))
             continue
-        items.append(FolderItem(str(path), _key(rel.as_posix()), label, patient, None))
+        items.append(FolderItem(str(path), record_key(rel.as_posix()), label, patient, None))
     return items
 
 
@@ -191,17 +184,7 @@ def assign_splits(items: list[FolderItem], val_fraction: float, test_fraction: f
     for it in items:
         if it.split is None:
             by_patient.setdefault(it.patient_id, it.label or "")
-    strata: dict[str, list[str]] = defaultdict(list)
-    for pid, label in by_patient.items():
-        strata[label].append(pid)
-    rng = np.random.default_rng(seed)
-    split_of: dict[str, str] = {}
-    for label in sorted(strata):
-        pids = sorted(strata[label])
-        order = rng.permutation(len(pids))
-        n_test, n_val = int(round(test_fraction * len(pids))), int(round(val_fraction * len(pids)))
-        for rank, i in enumerate(order):
-            split_of[pids[i]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    split_of = draw_splits(by_patient, val_fraction, test_fraction, seed)
     for it in items:
         if it.split is None:
             it.split = split_of[it.patient_id]
