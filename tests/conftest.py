@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from miram.data.phantom import prepare_phantoms
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
@@ -35,3 +37,9 @@ def cbis_csv_dir() -> Path:
     if not (d / "mass_case_description_train_set.csv").exists():
         pytest.skip(f"CBIS-DDSM CSVs not found at {d}")
     return d
+
+
+@pytest.fixture(scope="session")
+def phantom_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """48 phantoms at 128 px: enough for every split."""
+    return prepare_phantoms(str(tmp_path_factory.mktemp("cache") / "phantoms"), num=48, size=128, seed=0)

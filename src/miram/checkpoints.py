@@ -19,6 +19,7 @@ import importlib
 import inspect
 import json
 import pickle
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -148,6 +149,26 @@ def describe(
     }
 
 
+def training_data(module: Any) -> list[dict[str, Any]]:
+    """What a LightningModule is being trained on: its datamodule's :meth:`provenance` (each cache's path,
+    source and licence entry), or ``[]`` outside a Trainer."""
+    trainer = getattr(module, "_trainer", None)
+    provenance = getattr(getattr(trainer, "datamodule", None), "provenance", None)
+    return list(provenance()) if callable(provenance) else []
+
+
+def restrictions(data: list[dict[str, Any]]) -> list[str]:
+    """The licence notices of training sources that forbid publishing trained weights (EMBED, clause 5)."""
+    notices = []
+    for item in data:
+        licence = item.get("licence") or {}
+        if licence.get("weights_restricted"):
+            notice = f"{item.get('source')}: {licence.get('notice', licence.get('name', 'restricted'))}"
+            if notice not in notices:
+                notices.append(notice)
+    return notices
+
+
 def metadata(ckpt: dict[str, Any], source: str | Path) -> dict[str, Any]:
     """The ``miram`` metadata of a loaded checkpoint; ``source`` names it in the error."""
     meta = ckpt.get("miram")
@@ -205,7 +226,9 @@ def export(run: str, out: str, run_checkpoint: Which = "last") -> Path:
 
     The safetensors file holds the encoder's state dict under timm / official-MAE key names (so timm-style
     loaders and :func:`miram.models.pretrained.load_pretrained` read it); the JSON holds the ``ViTConfig`` and
-    provenance, so :func:`load_exported` (and ``--run`` of every command) rebuild it.
+    provenance, so :func:`load_exported` (and ``--run`` of every command) rebuild it. The JSON also lists
+    what the encoder was trained on (``training_data``: caches, sources, licences) and the ``restrictions``
+    of any source whose licence forbids publishing weights trained on it (EMBED), which are also printed.
 
     Args:
         run: a miram run directory or checkpoint file (pre-training, probe or fine-tuning).
@@ -220,15 +243,20 @@ def export(run: str, out: str, run_checkpoint: Which = "last") -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in encoder.state_dict().items()}
     save_file(state, str(target), metadata={"format": EXPORT_FORMAT})
+    data = list(meta.get("training_data") or [])
     info = {
         "format": EXPORT_FORMAT,
         "method": meta.get("method"),
         "encoder_config": to_dict(encoder.config),
         "source": str(resolve_checkpoint(run, run_checkpoint)),
         "git_commit": git_commit(),
+        "training_data": data,
+        "restrictions": restrictions(data),
     }
     target.with_suffix(".json").write_text(json.dumps(info, indent=2))
     print(f"wrote {target} and {target.with_suffix('.json')}")
+    for notice in info["restrictions"]:
+        print(f"miram: warning: these weights were trained on {notice}", file=sys.stderr)
     return target
 
 

@@ -40,6 +40,8 @@ class Stream(IntEnum):
     TRAIN_STEP = 3  # everything random in one training forward: masks, MoCo-v3 views, drop-path
     VAL_STEP = 4  # the same in validation (fixed across epochs, so validation losses compare)
     WORKER = 5  # a loader worker's global RNGs (nothing of miram's draws from them)
+    MIX = 6  # which records of one cache fill its share of an epoch of several caches
+    EVAL_CROP = 7  # the fixed in-breast crop of a film outside training (the same every epoch)
 
 
 def run_seed() -> int:

@@ -147,6 +147,19 @@ def inbreast_box(
     return rng.randrange(i * stride, y_hi), rng.randrange(j * stride, x_hi), size[0], size[1]
 
 
+def breast_region(image: np.ndarray, box: list[int], out_aspect: float) -> np.ndarray:
+    """The ``[y0, x0, y1, x1]`` breast box of a film, grown about its centre to aspect ``out_aspect`` (width
+    / height) and zero-padded where that leaves the image: ``(h, w)`` uint16 with ``w / h ≈ out_aspect``."""
+    y0, x0, y1, x1 = box
+    h, w = y1 - y0, x1 - x0
+    if w / h < out_aspect:
+        h2, w2 = h, max(w, int(round(h * out_aspect)))
+    else:
+        h2, w2 = max(h, int(round(w / out_aspect))), w
+    top, left = y0 - (h2 - h) // 2, x0 - (w2 - w) // 2
+    return crop_padded(image, top, left, h2, w2)
+
+
 def crop_padded(image: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
     """``image[top:top+height, left:left+width]`` with zeros where the window leaves the image."""
     out = np.zeros((height, width), dtype=image.dtype)

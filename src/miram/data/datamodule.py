@@ -9,6 +9,7 @@ the transfer (:meth:`MammoDataModule.on_after_batch_transfer`), where they cost 
 from __future__ import annotations
 
 import random
+import sys
 import warnings
 from collections.abc import Iterable
 from functools import partial
@@ -19,11 +20,21 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from miram.data.cache import Cache, CacheError
-from miram.data.crops import center_box, crop_resize, random_resized_box, single_threaded_cv2
+from miram.data.crops import (
+    breast_region,
+    center_box,
+    crop_resize,
+    inbreast_box,
+    inbreast_cells,
+    physical_size,
+    random_resized_box,
+    single_threaded_cv2,
+)
+from miram.data.mix import MixDataset, pooled_stats, shares
 from miram.data.sampling import EpochSampler
 from miram.seeding import Stream, derive_seed, forked_rng, run_seed, train_position
 
@@ -42,6 +53,11 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         views: random resized crops drawn independently from each training record's native pixels; with
             ``views > 1`` a training image is ``(views, 1, H, W)`` (MoCo-v3's two views, each one crop of
             the original, as in official MoCo-v3, not a crop of a crop).
+        crop_mm: whole films only: crops ``crop_mm`` millimetres high (and ``crop_mm * W / H`` wide) at the
+            record's pixel spacing, placed uniformly where at least ``min_breast`` of the crop is breast
+            (:func:`~miram.data.crops.inbreast_cells`); ``scale`` and ``ratio`` are then unused. Outside
+            training the crop is drawn once per record (the same every epoch). None = the crop geometry above.
+        min_breast: smallest share of a physical crop that lies on the breast mask.
 
     Items are ``(image (1, H, W) uint16, target)``; the target is a class index (long), a multi-hot vector
     (float) for multilabel labels, or -1 when no label is asked for. An item is asked for by position ``i``
@@ -59,12 +75,43 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         scale: tuple[float, float] = (0.2, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         views: int = 1,
+        crop_mm: float | None = None,
+        min_breast: float = 0.5,
     ) -> None:
         self.cache, self.indices, self.train, self.views = cache, indices, train, views
         self.size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.label, self.scale, self.ratio = label, scale, ratio
+        self.crop_mm, self.min_breast = crop_mm, min_breast
         self.spec = cache.labels[label] if label is not None else None
         self.seed = run_seed()
+
+    def film_size(self, index: int) -> tuple[int, int]:
+        """Pixels ``(h, w)`` of a ``crop_mm`` crop of film ``index``.
+
+        Raises:
+            CacheError: the record has no pixel spacing.
+        """
+        assert self.crop_mm is not None
+        spacing = self.cache.records[index].meta.get("spacing_mm")
+        if not spacing:
+            raise CacheError(
+                f"{self.cache.root}: record '{self.cache.records[index].key}' has no pixel spacing; a "
+                "crop_mm crop needs one (prepare the cache with --spacing_mm for films without the tags)"
+            )
+        return physical_size(
+            (float(spacing[0]), float(spacing[1])), self.crop_mm, self.size[1] / self.size[0]
+        )
+
+    def film_cells(self, index: int) -> tuple[np.ndarray, int]:
+        """Where a ``crop_mm`` crop of film ``index`` may start (:func:`inbreast_cells`) and the stride."""
+        mask, stride = self.cache.mask(index)
+        shape = self.cache.image(index).shape
+        return inbreast_cells(mask, stride, shape, self.film_size(index), self.min_breast), stride
+
+    def _film_boxes(self, index: int, rng: random.Random, n: int) -> list[tuple[int, int, int, int]]:
+        cells, stride = self.film_cells(index)
+        shape, size = self.cache.image(index).shape, self.film_size(index)
+        return [inbreast_box(cells, stride, shape, size, rng) for _ in range(n)]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -89,13 +136,30 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         if self.train:
             rng = random.Random(derive_seed(self.seed, Stream.CROP, epoch, index))
             # further views are the stream's next draws, each on the same native pixels
-            boxes = [random_resized_box(h, w, self.scale, self.ratio, aspect, rng) for _ in range(self.views)]
+            if self.crop_mm is not None:
+                boxes = self._film_boxes(index, rng, self.views)
+            else:
+                boxes = [
+                    random_resized_box(h, w, self.scale, self.ratio, aspect, rng) for _ in range(self.views)
+                ]
             if self.views > 1:
                 return torch.stack([crop_resize(image, b, self.size) for b in boxes]), self.target(index)
             box = boxes[0]
+        elif self.crop_mm is not None:
+            box = self._film_boxes(index, random.Random(derive_seed(self.seed, Stream.EVAL_CROP, index)), 1)[
+                0
+            ]
+        elif "breast_box" in self.cache.records[index].meta:
+            # a whole film seen whole (a density or BI-RADS probe): the breast, zero-padded to the output's
+            # aspect, so neither its top nor its nipple is cut off
+            region = breast_region(image, self.cache.records[index].meta["breast_box"], aspect)
+            return crop_resize(region, (0, 0, *region.shape), self.size), self.target(index)
         else:
             box = center_box(h, w, aspect)
         return crop_resize(image, box, self.size), self.target(index)
+
+
+AnyDataset = CacheDataset | MixDataset | ConcatDataset[Any]
 
 
 def _worker_init(worker_id: int, rank: int = 0) -> None:
@@ -111,10 +175,14 @@ def _worker_init(worker_id: int, rank: int = 0) -> None:
 
 
 class MammoDataModule(L.LightningDataModule):
-    """Train/val/test loaders over a prepared cache.
+    """Train/val/test loaders over one prepared cache, or several mixed for pre-training.
 
     Args:
-        cache: cache directory written by ``miram prepare``.
+        cache: cache directory written by ``miram prepare``, or a list of them (pre-training on several
+            collections: training draws from each by ``weights``; validation pools their ``val`` records;
+            pixels are normalised with the mixture's pooled statistics).
+        weights: share of each cache in every training epoch (``data/mix.py``); None = proportional to their
+            sizes (every record once per epoch). Only with several caches.
         image_size: ``(H, W)`` delivered to the model: for MAE/MIRAM the finest scale
             (encoder input x largest factor).
         batch_size: per-device batch size.
@@ -125,14 +193,19 @@ class MammoDataModule(L.LightningDataModule):
         scale: random-resized-crop area range (training only).
         hflip: random horizontal flips (training only, on the device).
         vflip: random vertical flips (training only, on the device).
-        limit_train: use only the first N training records (quick runs), or None for all.
+        limit_train: use only the first N training records of each cache (quick runs), or None for all.
         views: crops per training record, each drawn independently on the native pixels (2 for MoCo-v3:
             training batches are then ``(B, 2, 1, H, W)``); validation and test stay one centred crop.
+        crop_mm: caches of whole films (``miram prepare <collection>``): crops of this physical height in
+            millimetres, inside the breast (``min_breast``), instead of random resized crops; films too small
+            to hold one are left out, with a count. None = random resized crops.
+        min_breast: smallest share of a ``crop_mm`` crop that lies on the breast.
     """
 
     def __init__(
         self,
-        cache: str,
+        cache: str | list[str],
+        weights: list[float] | None = None,
         image_size: tuple[int, int] = (224, 224),
         batch_size: int = 64,
         num_workers: int = 2,
@@ -144,51 +217,134 @@ class MammoDataModule(L.LightningDataModule):
         vflip: bool = False,
         limit_train: int | None = None,
         views: int = 1,
+        crop_mm: float | None = None,
+        min_breast: float = 0.5,
     ) -> None:
         super().__init__()
         if views < 1:
             raise ValueError(f"views must be >= 1, got {views}")
-        self.views = views
-        self.cache_dir, self.batch_size = cache, batch_size
+        self.cache_dirs = [cache] if isinstance(cache, str) else list(cache)
+        if not self.cache_dirs:
+            raise ValueError("data.cache: give a cache directory or a list of them")
+        if weights is not None:
+            shares([1] * len(self.cache_dirs), weights)  # the same checks as the mix: fail at start
+        if crop_mm is not None and not crop_mm > 0:
+            raise ValueError(f"data.crop_mm must be positive (millimetres), got {crop_mm}")
+        if not 0.0 <= min_breast <= 1.0:
+            raise ValueError(f"data.min_breast is a share of the crop, in [0, 1]; got {min_breast}")
+        self.weights, self.views, self.batch_size = weights, views, batch_size
         self.image_size: tuple[int, int] = (int(image_size[0]), int(image_size[1]))
         self.num_workers, self.label, self.pretrain_only = num_workers, label, pretrain_only
         self.train_splits = train_splits or ["train"]
         self.scale, self.limit_train = scale, limit_train
+        self.crop_mm, self.min_breast = crop_mm, min_breast
         self.flips = K.AugmentationSequential(
             *([K.RandomHorizontalFlip()] if hflip else []), *([K.RandomVerticalFlip()] if vflip else [])
         )
-        self._cache: Cache | None = None
+        self._caches: list[Cache] | None = None
+
+    @property
+    def cache_dir(self) -> str:
+        """The cache directory (of the first cache when there are several)."""
+        return self.cache_dirs[0]
+
+    @property
+    def caches(self) -> list[Cache]:
+        """The opened caches (validated on first use)."""
+        if self._caches is None:
+            caches = [Cache(d) for d in self.cache_dirs]
+            for c in caches:
+                if self.label is not None and self.label not in c.labels:
+                    raise CacheError(f"{c.root}: no label '{self.label}'; available: {sorted(c.labels)}")
+                if self.crop_mm is not None and c.kind != "films":
+                    raise CacheError(
+                        f"{c.root}: data.crop_mm needs a cache of whole films (prepared by a collection "
+                        f"reader, cache.json kind 'films'), this one holds {c.kind}"
+                    )
+            for c in caches:
+                licence = c.info.get("licence") or {}
+                if licence.get("weights_restricted"):
+                    print(
+                        f"miram: note: {c.root} ({c.info.get('source')}): {licence.get('notice')}",
+                        file=sys.stderr,
+                    )
+            self._caches = caches
+        return self._caches
 
     @property
     def cache(self) -> Cache:
-        """The opened cache (validated on first use)."""
-        if self._cache is None:
-            self._cache = Cache(self.cache_dir)
-            if self.label is not None and self.label not in self._cache.labels:
-                raise CacheError(
-                    f"{self.cache_dir}: no label '{self.label}'; available: {sorted(self._cache.labels)}"
-                )
-        return self._cache
+        """The opened cache of a single-cache data module.
 
-    def dataset(self, split: str | list[str], train: bool) -> CacheDataset:
-        """Dataset of ``split`` with training or evaluation geometry."""
+        Raises:
+            CacheError: the module mixes several caches.
+        """
+        if len(self.cache_dirs) > 1:
+            raise CacheError(f"data.cache lists {len(self.cache_dirs)} caches; this use needs one")
+        return self.caches[0]
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """``{"mean", "std"}`` that normalise pixels: the cache's, or pooled over the mix by its shares."""
+        caches = self.caches
+        if len(caches) == 1:
+            return caches[0].stats
+        sizes = [len(c.indices("train", pretrain_only=self.pretrain_only)) for c in caches]
+        return pooled_stats([c.stats for c in caches], self.weights or [float(n) for n in sizes])
+
+    def provenance(self) -> list[dict[str, Any]]:
+        """What a run trained on, for its checkpoints and exports: each cache's path, source, size and
+        licence entry (``cache.json → licence``, written by the collection readers)."""
+        return [
+            {"cache": str(c.root), "source": c.info.get("source"), "records": len(c),
+             "licence": c.info.get("licence")}
+            for c in self.caches
+        ]  # fmt: skip
+
+    def _part(self, cache: Cache, split: str | list[str], train: bool) -> CacheDataset | None:
         pretrain_only = self.pretrain_only and train
-        indices = self.cache.indices(split, pretrain_only=pretrain_only, label=self.label)
+        indices = cache.indices(split, pretrain_only=pretrain_only, label=self.label)
         if train and self.limit_train is not None:
             indices = indices[: self.limit_train]
-        if not indices:
+        views = self.views if train else 1
+        part = CacheDataset(
+            cache, indices, self.image_size, train, self.label, self.scale, views=views,
+            crop_mm=self.crop_mm, min_breast=self.min_breast,
+        )  # fmt: skip
+        if self.crop_mm is not None:
+            fits = [i for i in indices if part.film_cells(i)[0].any()]
+            if len(fits) < len(indices):
+                print(
+                    f"{cache.root}: {len(indices) - len(fits)} of {len(indices)} {split} films cannot hold a "
+                    f"{self.crop_mm} mm crop that is {self.min_breast:.0%} breast; left out",
+                    file=sys.stderr,
+                )
+            part.indices = fits
+        return part if part.indices else None
+
+    def dataset(self, split: str | list[str], train: bool) -> AnyDataset:
+        """Dataset of ``split`` with training or evaluation geometry (a mix or a concatenation of the caches'
+        records when there are several)."""
+        parts = [(c, self._part(c, split, train)) for c in self.caches]
+        found = [p for _, p in parts if p is not None]
+        if not found:
             raise CacheError(
-                f"{self.cache_dir}: no records in split {split!r}"
+                f"{', '.join(self.cache_dirs)}: no records in split {split!r}"
                 + (f" with label '{self.label}'" if self.label else "")
             )
-        views = self.views if train else 1
-        return CacheDataset(self.cache, indices, self.image_size, train, self.label, self.scale, views=views)
+        if len(self.caches) == 1:
+            return found[0]
+        if not train:
+            return ConcatDataset(found)
+        missing = [str(c.root) for c, p in parts if p is None]
+        if missing:
+            raise CacheError(f"{', '.join(missing)}: no training records in split {split!r} to mix")
+        return MixDataset(found, self.weights or [float(len(p)) for p in found], run_seed())
 
-    def _train_loader(self, dataset: CacheDataset) -> StatefulDataLoader[Any]:
+    def _train_loader(self, dataset: AnyDataset) -> StatefulDataLoader[Any]:
         # Resumable inside an epoch: Lightning checkpoints the loader's position and restores it.
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = EpochSampler(dataset, num_replicas=world, rank=rank, seed=dataset.seed, shuffle=True)
+        sampler = EpochSampler(dataset, num_replicas=world, rank=rank, seed=run_seed(), shuffle=True)
         with warnings.catch_warnings():  # torchdata 0.11 calls a deprecated torch function on construction
             warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
             return StatefulDataLoader(
@@ -202,7 +358,7 @@ class MammoDataModule(L.LightningDataModule):
                 pin_memory=torch.cuda.is_available(),
             )
 
-    def _loader(self, dataset: CacheDataset, shuffle: bool) -> DataLoader[Any]:
+    def _loader(self, dataset: AnyDataset, shuffle: bool) -> DataLoader[Any]:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -218,7 +374,7 @@ class MammoDataModule(L.LightningDataModule):
         """uint16 crops ``(B, 1, H, W)`` -> float32 standardised by the cache's intensity statistics."""
         if images.dtype != torch.uint16:
             raise TypeError(f"normalize takes the loader's uint16 crops, not {images.dtype}")
-        stats = self.cache.stats
+        stats = self.stats
         scale, shift = 1.0 / (65535.0 * stats["std"]), stats["mean"] / stats["std"]
         if images.device.type == "cpu":
             # torch's uint16 -> float32 conversion is not vectorised on the CPU; numpy's is 4x faster

@@ -9,7 +9,7 @@ Batches are ``(images (B, C, H, W), target)``; the probe also takes cached featu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from miram import dist as mdist
-from miram.checkpoints import Which, describe, load_encoder, resolve_checkpoint
+from miram.checkpoints import Which, describe, load_encoder, resolve_checkpoint, training_data
 from miram.config import from_dict, to_dict
 from miram.eval.gather import distinct_samples, gather_in_order
 from miram.eval.metrics import Task, classification_metrics, evaluate_safe, per_class_metrics
@@ -37,11 +37,14 @@ class EncoderSource:
         checkpoint: the file its weights were read from (a run directory resolved to its checkpoint file), or
             None for a randomly initialised encoder.
         which: for a run directory, which of its checkpoints was taken (``last`` | ``best``); else None.
+        training_data: what the encoder was trained on (caches, sources, licences), as its checkpoint or
+            export recorded it.
     """
 
     description: str = "scratch"
     checkpoint: str | None = None
     which: Which | None = None
+    training_data: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_encoder(
@@ -71,7 +74,10 @@ def build_encoder(
         loaded, meta = load_encoder(file)
         config, state = loaded.config, loaded.state_dict()
         source = EncoderSource(
-            f"{meta.get('method', '?')}:{encoder}", str(file), which if Path(encoder).is_dir() else None
+            f"{meta.get('method', '?')}:{encoder}",
+            str(file),
+            which if Path(encoder).is_dir() else None,
+            list(meta.get("training_data") or []),
         )
     else:
         config = from_dict(ViTConfig, vit) if vit is not None else ViTConfig()
@@ -210,6 +216,8 @@ class LitClassifier(L.LightningModule):
         # The encoder's weights are in the checkpoint: a rebuild needs its architecture, not its source.
         rebuild = {"encoder": None, "weights": None, "vit": to_dict(self.encoder.config)}
         checkpoint["miram"] = describe(self, self.method, self.encoder.config, "encoder.", rebuild)
+        # the encoder now carries what it was pre-trained on and what it was tuned on
+        checkpoint["miram"]["training_data"] = self.source.training_data + training_data(self)
 
 
 def warmup_cosine_schedule(

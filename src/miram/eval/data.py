@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from miram.data.datamodule import MammoDataModule
+from miram.data.datamodule import CacheDataset, MammoDataModule
 
 
 class EvalDataModule(MammoDataModule):
@@ -39,21 +39,21 @@ class EvalDataModule(MammoDataModule):
     ) -> None:
         super().__init__(
             cache,
-            image_size,
-            batch_size,
-            num_workers,
-            label,
-            False,
-            train_splits,
-            scale,
-            hflip,
-            vflip,
-            limit_train,
+            image_size=image_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            label=label,
+            pretrain_only=False,
+            train_splits=train_splits,
+            scale=scale,
+            hflip=hflip,
+            vflip=vflip,
+            limit_train=limit_train,
         )
 
     def targets(self, split: str | list[str]) -> Tensor:
         """Targets of ``split`` in loader order ``(N,)`` or ``(N, K)`` (metadata only, no pixels)."""
-        ds = self.dataset(split, train=False)
+        ds = self.part(split)
         return torch.stack([ds.target(i) for i in ds.indices])
 
     def train_targets(self) -> Tensor:
@@ -62,5 +62,11 @@ class EvalDataModule(MammoDataModule):
 
     def patient_ids(self, split: str) -> list[str]:
         """Patient id of every record of ``split``, in (unshuffled) loader order."""
-        ds = self.dataset(split, train=False)
+        ds = self.part(split)
         return [self.cache.records[i].patient_id for i in ds.indices]
+
+    def part(self, split: str | list[str]) -> CacheDataset:
+        """The evaluation dataset of ``split`` of the (single) cache."""
+        ds = self.dataset(split, train=False)
+        assert isinstance(ds, CacheDataset)
+        return ds

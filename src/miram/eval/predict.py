@@ -44,7 +44,7 @@ def predict(
     h, w = model.encoder.config.img_size
     data = EvalDataModule(cache, label=label, image_size=(h, w), batch_size=batch_size)
     spec = task_from_cache(data.cache, label)
-    ds = data.dataset(split, train=False)
+    ds = data.part(split)
     rows = []
     for images, target in data.eval_loader(split):
         probs = model.probs(model.logits(images))

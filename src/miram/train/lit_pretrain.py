@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from miram.checkpoints import describe
+from miram.checkpoints import describe, training_data
 from miram.config import from_dict, to_dict
 from miram.models.masked_autoencoder import MaskedAutoencoder, MaskedAutoencoderConfig
 from miram.models.outputs import LossOutput
@@ -91,6 +91,7 @@ class LitPretrainBase(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lets probes, export and predict rebuild the encoder from any method's checkpoint.
         checkpoint["miram"] = describe(self, self.method, self.encoder_config(), self.encoder_prefix)
+        checkpoint["miram"]["training_data"] = training_data(self)
 
 
 class LitMaskedAutoencoder(LitPretrainBase):
