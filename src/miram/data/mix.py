@@ -33,12 +33,12 @@ def shares(sizes: Sequence[int], weights: Sequence[float]) -> list[int]:
         raise ValueError(f"data.weights must be non-negative and not all zero, got {list(weights)}")
     total, wsum = sum(sizes), float(sum(weights))
     exact = [total * w / wsum for w in weights]
-    counts = [int(np.floor(x)) for x in exact]
-    for c in sorted(range(len(exact)), key=lambda c: counts[c] - exact[c])[: total - sum(counts)]:
+    # a positive weight keeps one item even when its share rounds to none; the others pay for it
+    counts = [max(int(np.floor(x)), 1 if w > 0 else 0) for x, w in zip(exact, weights)]
+    for c in sorted(range(len(exact)), key=lambda c: counts[c] - exact[c])[: max(total - sum(counts), 0)]:
         counts[c] += 1
-    for c, w in enumerate(weights):
-        if w > 0 and counts[c] == 0:
-            counts[c] = 1
+    while sum(counts) > total:
+        counts[int(np.argmax(counts))] -= 1
     return counts
 
 
