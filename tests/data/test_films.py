@@ -1,5 +1,5 @@
-"""Whole films in a cache (``data/films.py``) and crops of a physical size inside the breast (``data/crops.py``,
-``CacheDataset(crop_mm=...)``), on real CBIS-DDSM pixels written as DICOM films."""
+"""Whole films in a cache (``data/films.py``) and crops of a physical size inside the breast
+(``data/crops.py``, ``CacheDataset(crop_mm=...)``), on real CBIS-DDSM pixels written as DICOM films."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ SPACING = 0.05 * SHRINK  # CBIS-DDSM films are scanned at about 50 µm
 
 
 def build_films(root: Path, spacing: dict[str, float | None] | None = None) -> list[Film]:
-    """The 8 real films (two patients) as DICOM files; ``spacing`` per view (default: PixelSpacing for all)."""
+    """The 8 real films (two patients) as DICOM files; ``spacing`` per view (default: PixelSpacing, all)."""
     films = []
     for case in (0, 1):
         for view in VIEWS:
@@ -44,7 +44,8 @@ def prepare(root: Path, films: list[Film], **settings: object) -> Cache:
     s = FilmSettings(str(root / "cache"), **settings)  # type: ignore[arg-type]
     prepare_films(
         films, [], source="test-films", labels=COMMON, settings=s, check={}, metadata_files=[], workers=0,
-        progress=False, extra={"licence": {"name": "test", "weights_restricted": True, "notice": "no weights"}},
+        progress=False,
+        extra={"licence": {"name": "test", "weights_restricted": True, "notice": "no weights"}},
     )  # fmt: skip
     return Cache(root / "cache")
 

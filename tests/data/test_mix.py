@@ -1,5 +1,5 @@
-"""Several caches in one run (``data/mix.py``): shares of every epoch, passes without repeats, pooled statistics,
-and the data module that mixes them."""
+"""Several caches in one run (``data/mix.py``): shares of every epoch, passes without repeats, pooled
+statistics, and the data module that mixes them."""
 
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ def test_a_heavier_cache_is_repeated_in_passes_and_a_lighter_one_subsampled() ->
         assert len(light) == len(set(light)) == 4  # a subset, without repeats
     subsets = {tuple(sorted(k for c, k in items(mix, e) if c == 1)) for e in range(6)}
     assert len(subsets) > 1  # another subset each epoch
-    assert items(mix, 1) == items(MixDataset([Part(0, 8), Part(1, 8)], [3, 1], seed=0), 1)  # a function of the seed
+    assert items(mix, 1) == items(
+        MixDataset([Part(0, 8), Part(1, 8)], [3, 1], seed=0), 1
+    )  # a function of the seed
     assert items(mix, 1) != items(MixDataset([Part(0, 8), Part(1, 8)], [3, 1], seed=1), 1)
 
 

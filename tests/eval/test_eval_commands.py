@@ -123,7 +123,7 @@ def test_probe_finetune_compare_predict(workdir: Path, capsys: pytest.CaptureFix
 
     assert main(["compare", "--run", str(workdir / "runs"), "--out", str(workdir / "cmp")]) == 0
     table = (workdir / "cmp" / "compare.md").read_text()
-    assert "probe, `pathology`" in table and "finetune, `type_pathology`" in table
+    assert "probe, `phantoms / pathology`" in table and "finetune, `phantoms / type_pathology`" in table
     with Image.open(workdir / "cmp" / "compare.png") as im:
         assert im.format == "PNG" and min(im.size) >= 300
 
@@ -149,7 +149,7 @@ def test_multilabel_runs_also_carry_the_authors_scoring(workdir: Path) -> None:
     assert s["task"] == "multilabel" and set(s["authors_scoring"]) == set(s["metrics"])
     assert s["authors_scoring"]["auroc"]["value"] != s["metrics"]["auroc"]["value"]
     table = compare([str(workdir / "runs" / "probe_margins")], authors_scoring=True)
-    assert "probe (authors' scoring), `margins`" in table
+    assert "probe (authors' scoring), `phantoms / margins`" in table
     with pytest.raises(SystemExit, match="authors_scoring"):
         compare([str(workdir / "runs" / "probe")], authors_scoring=True)
 

@@ -1,7 +1,7 @@
 """``miram compare --run RUN_DIR``: the paper-style table (method x metric, with intervals) and a figure.
 
 Reads ``summary.json`` of evaluation runs (directories are searched recursively), groups runs by
-(protocol, label, group) and reports one seed as ``value [95 % CI]`` and several seeds as
+(protocol, collection and label, group) and reports one seed as ``value [95 % CI]`` and several seeds as
 ``mean ± sd`` with the mean bootstrap interval.
 """
 
@@ -34,11 +34,13 @@ def load_summaries(runs: list[str]) -> list[dict[str, Any]]:
 def summarise(
     summaries: list[dict[str, Any]], key: str = "metrics"
 ) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """``(kind, label, group) -> {metric: {"mean", "sd", "n", "lo", "hi"}}`` over seeds."""
+    """``(kind, label, group) -> {metric: {"mean", "sd", "n", "lo", "hi"}}`` over seeds; ``label`` is
+    ``"<collection> / <label>"`` for runs that name their collection: each collection gets its own table."""
     groups: dict[tuple[str, str, str], list[dict[str, dict[str, float]]]] = defaultdict(list)
     for s in summaries:
         if key in s:
-            groups[(s["kind"], s["label"], s["group"])].append(s[key])
+            label = f"{s['collection']} / {s['label']}" if s.get("collection") else s["label"]
+            groups[(s["kind"], label, s["group"])].append(s[key])
     return {k: aggregate_seeds(v) for k, v in groups.items()}
 
 

@@ -77,6 +77,9 @@ def fit_and_test(
         "encoder_checkpoint": model.source.checkpoint,
         "encoder_checkpoint_which": model.source.which,
         "label": spec.label,
+        # the collection the labels come from (cache.json source), so compare keeps collections apart
+        "collection": data.cache.info.get("source"),
+        "cache": str(data.cache.root),
         "task": spec.task,
         "classes": spec.classes,
         "seed": seed,
