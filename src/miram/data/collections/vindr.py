@@ -302,11 +302,15 @@ def _finding_rows(
     return bad_images, orphans
 
 
-def _index_images(folder: Path, problems: list[tuple[str, str]]) -> dict[tuple[str, str], Path]:
-    """``(study folder, image_id)`` → file; duplicates are reported."""
+def index_images(
+    folder: Path, suffixes: tuple[str, ...], problems: list[tuple[str, str]]
+) -> dict[tuple[str, str], Path]:
+    """The files one folder level down (``<folder>/<group>/<id><suffix>``) as ``(group, id)`` → file; a file
+    at another depth gets ``("", relative path)``, which joins no row. A second file for one key (``.dcm``
+    beside ``.dicom``) is reported; the first suffix in ``suffixes`` is kept."""
     found: dict[tuple[str, str], Path] = {}
-    files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    files.sort(key=lambda p: (p.parent.as_posix(), p.stem, IMAGE_SUFFIXES.index(p.suffix.lower()), p.name))
+    files = [p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file()]
+    files.sort(key=lambda p: (p.parent.as_posix(), p.stem, suffixes.index(p.suffix.lower()), p.name))
     for path in files:
         rel = path.relative_to(folder)
         key = (rel.parts[0], path.stem) if len(rel.parts) == 2 else ("", rel.as_posix())
@@ -369,7 +373,7 @@ def prepare_vindr(
     problems: list[tuple[str, str]] = []
     images, listed, study_splits, worst = _breast_rows(breast, breast_path, problems)
     bad_images, orphans = _finding_rows(finding, finding_path, images, {i for _, i in listed}, problems)
-    files = _index_images(folder, problems)
+    files = index_images(folder, IMAGE_SUFFIXES, problems)
 
     both = sorted(s for s, names in study_splits.items() if len(names) > 1)
     train_studies = {s: str(worst.get(s, "")) for s, names in study_splits.items() if names == {"train"}}
