@@ -102,7 +102,7 @@ def test_rsna_labels_splits_spacing_and_skips(tmp_path: Path) -> None:
     assert "JPEG Extended" in reasons.pop(str(lossy))
     assert reasons == {}
     info = json.loads((out / "cache.json").read_text())
-    assert {k: info[k] for k in ("rows", "images", "rows_without_image", "images_without_row")} == {
+    assert {k: info["join"][k] for k in ("rows", "images", "rows_without_image", "images_without_row")} == {
         "rows": 7, "images": 7, "rows_without_image": 1, "images_without_row": 1}  # fmt: skip
     assert info["films_per_split"]["train"] == {"patients": 1, "images": 2, "cancer_images": 2}
     assert info["licence"]["weights_restricted"] is False and "non-commercial" in info["licence"]["notice"]

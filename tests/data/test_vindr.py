@@ -127,9 +127,9 @@ def test_vindr_labels_splits_spacing_boxes(tmp_path: Path) -> None:
         (str(root / "images" / "st-b" / "zz-extra.dicom"), f"not in {root / 'breast-level_annotations.csv'}"),
     ])  # fmt: skip
     info = json.loads((out / "cache.json").read_text())
-    assert {k: info[k] for k in ("rows", "images", "rows_without_image", "images_without_row")} == {
+    assert {k: info["join"][k] for k in ("rows", "images", "rows_without_image", "images_without_row")} == {
         "rows": 7, "images": 7, "rows_without_image": 1, "images_without_row": 1}  # fmt: skip
-    assert info["finding_rows"] == 9 and info["images_without_finding_row"] == 0
+    assert info["join"]["finding_rows"] == 9 and info["join"]["images_without_finding_row"] == 0
     assert info["licence"]["weights_restricted"] is False and "Credentialed" in info["licence"]["name"]
     assert info["labels"]["findings"] == {"kind": "multilabel", "classes": list(FINDINGS)}
 

@@ -227,7 +227,7 @@ def prepare_rsna(
         train_csv: the labels (default ``<root>/train.csv``).
 
     Returns:
-        the cache directory (``cache.json`` holds the join report and the licence notice).
+        the cache directory (``cache.json → join`` counts what joined, ``licence`` the terms).
 
     Raises:
         PrepareError: missing root, image folder, CSV or column; a bad input under ``on_error=fail``; or no
@@ -280,12 +280,15 @@ def prepare_rsna(
         per_split[film.split]["cancer_images"] += film.labels["cancer"] == 1
     for split in per_split:
         per_split[split]["patients"] = len({f.patient_id for f in films if f.split == split})
-    extra: dict[str, Any] = {
+    join = {
         "join": f"{TRAIN_CSV} (patient_id, image_id) -> {IMAGE_FOLDER}/<patient_id>/<image_id>.dcm",
         "rows": len(table),
         "images": len(files),
         "rows_without_image": rows_without_image,
         "images_without_row": len(stray),
+    }
+    extra: dict[str, Any] = {
+        "join": join,
         "split_strata": "patient cancer status (any cancer image)",
         "films_per_split": dict(per_split),
         "licence": LICENCE,

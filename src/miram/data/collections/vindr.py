@@ -354,7 +354,7 @@ def prepare_vindr(
         finding_csv: the finding annotations (default ``<root>/finding_annotations.csv``).
 
     Returns:
-        the cache directory (``cache.json`` holds the join report and the licence notice).
+        the cache directory (``cache.json → join`` counts what joined, ``licence`` the terms).
 
     Raises:
         PrepareError: missing root, image folder, CSV or column; a bad input under ``on_error=fail``; or no
@@ -434,7 +434,7 @@ def prepare_vindr(
         entry["images"] += 1
     for split in per_split:
         per_split[split]["patients"] = len({f.patient_id for f in films if f.split == split})
-    extra: dict[str, Any] = {
+    join = {
         "join": f"{BREAST_CSV} (study_id, image_id) -> images/<study_id>/<image_id>.dicom; {FINDING_CSV} "
         "image_id -> its breast-level row",
         "rows": len(breast),
@@ -444,6 +444,9 @@ def prepare_vindr(
         "finding_rows": len(finding),
         "finding_rows_without_image_row": orphans,
         "images_without_finding_row": no_finding_row,
+    }
+    extra: dict[str, Any] = {
+        "join": join,
         "patient": "study_id (VinDr has no patient id: one study = one exam of one woman)",
         "studies_in_both_splits": both,
         "films_per_split": per_split,
