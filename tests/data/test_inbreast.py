@@ -16,6 +16,7 @@ from trees_inbreast import HEADER, SPACING, InbreastImage, build_inbreast_tree, 
 from miram.data.cache import Cache, CacheRecord, PrepareError
 from miram.data.collections.inbreast import LESIONS, assign_splits, file_id, prepare_inbreast, read_contours
 from miram.data.films import Film
+from miram.data.splits import split_report
 
 MASS = [(100.0, 200.0), (150.0, 215.5), (130.0, 260.0), (101.5, 230.0)]  # x, y: box y 200–260, x 100–150
 CALC = [(50.4, 300.6)]  # one point: a single calcification
@@ -177,7 +178,8 @@ def test_inbreast_join_labels_contours_splits(tmp_path: Path) -> None:
         "rows": 7, "images": 8, "rows_without_image": 1, "images_without_row": 1, "xml": 3,
         "xml_without_row": 1, "images_with_contours": 2}  # fmt: skip
     assert join["roi_names"]["point 1"] == 1 and join["roi_names"]["mass"] == 1
-    assert info["patients"]["test"]["patients"] == 2  # the undecodable file's patient counts in the draw
+    # the report counts cached films: the undecodable file's patient was drawn for test but has none cached
+    assert info["patients"]["test"] == {"patients": 1, "images": 2}
     assert info["licence"]["weights_restricted"] is False and "authors" in info["licence"]["notice"]
     assert info["labels"]["lesions"] == {"kind": "multilabel", "classes": list(LESIONS)}
 
@@ -262,13 +264,13 @@ def test_inbreast_metadata_traps(tmp_path: Path) -> None:
 def test_inbreast_splits_by_patient_stratified(seed: int) -> None:
     films = [Film(f"{p}-{k}.dcm", f"{p}-{k}", p, "train", labels={"suspicious": int(p < "c" and k == 1)})
              for p in "abcdefgh" for k in range(3)]  # fmt: skip
-    counts = assign_splits(films, 0.25, 0.5, seed)
+    assign_splits(films, 0.25, 0.5, seed)
     split_of = {f.patient_id: f.split for f in films}
     assert all(split_of[f.patient_id] == f.split for f in films)
     # suspicious: a, b (one test, none val of round(0.5)); not: c–h (3 test, round(1.5) = 2 val)
     assert sorted(split_of[p] for p in "ab") == ["test", "train"]
     assert sorted(split_of[p] for p in "cdefgh") == ["test"] * 3 + ["train"] + ["val"] * 2
-    assert counts["test"] == {"patients": 4, "images": 12}
+    assert split_report(films)["test"] == {"patients": 4, "images": 12}
     assert all(f.pretrain == (f.split != "test") for f in films)
 
 

@@ -104,7 +104,8 @@ def test_rsna_labels_splits_spacing_and_skips(tmp_path: Path) -> None:
     info = json.loads((out / "cache.json").read_text())
     assert {k: info["join"][k] for k in ("rows", "images", "rows_without_image", "images_without_row")} == {
         "rows": 7, "images": 7, "rows_without_image": 1, "images_without_row": 1}  # fmt: skip
-    assert info["films_per_split"]["train"] == {"patients": 1, "images": 2, "cancer_images": 2}
+    assert info["patients"]["train"] == {"patients": 1, "images": 2}
+    assert info["cancer_films_per_split"]["train"] == 2
     assert info["licence"]["weights_restricted"] is False and "non-commercial" in info["licence"]["notice"]
 
 
@@ -163,8 +164,9 @@ def test_rsna_splits_stratified_by_patient_cancer(tmp_path: Path) -> None:
         out = tmp_path / f"out{seed}"
         prepare_rsna(str(root), str(out), val_fraction=0.5, test_fraction=0.0, seed=seed, workers=0,
                      progress=False)  # fmt: skip
-        per_split = json.loads((out / "cache.json").read_text())["films_per_split"]
-        assert per_split["val"] == {"patients": 2, "images": 2, "cancer_images": 1}, seed
+        info = json.loads((out / "cache.json").read_text())
+        assert info["patients"]["val"] == {"patients": 2, "images": 2}, seed
+        assert info["cancer_films_per_split"]["val"] == 1, seed
 
 
 def test_rsna_builder_and_column_case(tmp_path: Path) -> None:

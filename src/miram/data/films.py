@@ -43,6 +43,7 @@ from miram.data.dicom import laterality as dicom_laterality
 from miram.data.dicom import view as dicom_view
 from miram.data.images import ImageError, is_dicom_path, read_image
 from miram.data.parallel import run_parallel
+from miram.data.splits import split_report
 
 FlipTo = Literal["none", "left", "right"]
 
@@ -288,6 +289,7 @@ def prepare_films(
     info = {
         "kind": "films",
         "num_films": len(films),
+        "patients": split_report(writer.records),
         "spacing_from": dict(spacing),
         "bits_stored": dict(bits),
         "settings": {

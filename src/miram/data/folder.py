@@ -35,7 +35,7 @@ from miram.data.crops import resize_max
 from miram.data.dicom import read_header
 from miram.data.images import RASTER_SUFFIXES, ImageError, read_image
 from miram.data.parallel import run_parallel
-from miram.data.splits import draw_splits
+from miram.data.splits import draw_splits, split_report
 
 SUFFIXES = (*RASTER_SUFFIXES, ".dcm", ".dicom")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -166,16 +166,6 @@ def _from_folders(root: Path, rule: PatientRule, problems: list[tuple[str, str]]
             continue
         items.append(FolderItem(str(path), record_key(rel.as_posix()), label, patient, None))
     return items
-
-
-def split_report(records: list[CacheRecord]) -> dict[str, dict[str, int]]:
-    """``{split: {"patients", "images"}}`` of the records (what a patient-grouped split should show)."""
-    out: dict[str, dict[str, int]] = {}
-    for split in ("train", "val", "test"):
-        chosen = [r for r in records if r.split == split]
-        if chosen:
-            out[split] = {"patients": len({r.patient_id for r in chosen}), "images": len(chosen)}
-    return out
 
 
 def assign_splits(items: list[FolderItem], val_fraction: float, test_fraction: float, seed: int) -> None:

@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
+from typing import Protocol
 
 import numpy as np
+
+
+class Assigned(Protocol):
+    """Anything with a split and a patient (a cache record, a film to prepare)."""
+
+    split: str
+    patient_id: str
+
+
+def split_report(items: Iterable[Assigned]) -> dict[str, dict[str, int]]:
+    """``{split: {"patients", "images"}}``: what a patient-grouped split should show."""
+    out: dict[str, dict[str, int]] = {}
+    chosen = list(items)
+    for split in ("train", "val", "test"):
+        these = [r for r in chosen if r.split == split]
+        if these:
+            out[split] = {"patients": len({r.patient_id for r in these}), "images": len(these)}
+    return out
 
 
 def draw_splits(

@@ -354,23 +354,17 @@ def find_films(
 def assign_splits(
     films: list[Film], breasts: dict[tuple[str, str], Breast], val_fraction: float, test_fraction: float,
     seed: int,
-) -> dict[str, dict[str, int]]:  # fmt: skip
-    """Draw val/test by patient, stratified by the patient's worst classification; returns the counts."""
+) -> None:  # fmt: skip
+    """Draw val/test by patient, stratified by the patient's worst classification."""
     worst: dict[str, str] = {}
     for film in films:
         breast = breasts[(film.patient_id, str(film.laterality))]
         if breast.malignant or film.patient_id not in worst:
             worst[film.patient_id] = "malignant" if breast.malignant else "benign"
     split_of = draw_splits(worst, val_fraction, test_fraction, seed)
-    counts: dict[str, dict[str, int]] = {}
     for film in films:
         film.split = split_of[film.patient_id]
         film.pretrain = film.split != "test"
-    for split in ("train", "val", "test"):
-        chosen = [f for f in films if f.split == split]
-        if chosen:
-            counts[split] = {"patients": len({f.patient_id for f in chosen}), "images": len(chosen)}
-    return counts
 
 
 def prepare_cmmd(
@@ -422,7 +416,7 @@ def prepare_cmmd(
     rejected: dict[tuple[str, str], int] = {}
     breasts = read_breasts(sheet, problems, rejected)
     films, report = find_films(base, sheet, breasts, problems, rejected)
-    splits = assign_splits(films, breasts, val_fraction, test_fraction, seed)
+    assign_splits(films, breasts, val_fraction, test_fraction, seed)
     check = {
         "root": str(base.resolve()),
         "clinical": str(sheet.resolve()),
@@ -444,7 +438,6 @@ def prepare_cmmd(
         progress=progress,
         extra={
             "join": report,
-            "patients": splits,
             "breasts": dict(Counter("malignant" if b.malignant else "benign" for b in breasts.values())),
             "licence": LICENCE,
         },

@@ -420,24 +420,16 @@ def find_films(
     return films, report
 
 
-def assign_splits(films: list[Film], val_fraction: float, test_fraction: float, seed: int) -> dict[
-    str, dict[str, int]
-]:  # fmt: skip
+def assign_splits(films: list[Film], val_fraction: float, test_fraction: float, seed: int) -> None:
     """Draw val/test by patient, stratified by whether any image of the patient is suspicious."""
     strata: dict[str, str] = {}
     for film in films:
         if film.labels["suspicious"] == 1 or film.patient_id not in strata:
             strata[film.patient_id] = "suspicious" if film.labels["suspicious"] == 1 else "not"
     split_of = draw_splits(strata, val_fraction, test_fraction, seed)
-    counts: dict[str, dict[str, int]] = {}
     for film in films:
         film.split = split_of[film.patient_id]
         film.pretrain = film.split != "test"
-    for split in ("train", "val", "test"):
-        chosen = [f for f in films if f.split == split]
-        if chosen:
-            counts[split] = {"patients": len({f.patient_id for f in chosen}), "images": len(chosen)}
-    return counts
 
 
 def prepare_inbreast(
@@ -491,7 +483,7 @@ def prepare_inbreast(
     rejected: dict[str, int] = {}
     rows = read_rows(table, problems, rejected)
     films, report = find_films(base, table, rows, contours, problems, rejected)
-    splits = assign_splits(films, val_fraction, test_fraction, seed)
+    assign_splits(films, val_fraction, test_fraction, seed)
     labels = LABELS if contours else {k: v for k, v in LABELS.items() if k != "lesions"}
     check = {
         "root": str(base.resolve()),
@@ -514,5 +506,5 @@ def prepare_inbreast(
         on_error=on_error,
         overwrite=overwrite,
         progress=progress,
-        extra={"join": report, "patients": splits, "licence": LICENCE},
+        extra={"join": report, "licence": LICENCE},
     )

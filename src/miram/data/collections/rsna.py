@@ -37,14 +37,14 @@ mark, values with stray spaces, numbers written as ``0.0`` / ``1.0``, ``True``/`
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from miram.data.cache import LabelSpec, PrepareError, record_key
 from miram.data.collections.schema import COMMON, birads_index, common_labels, density_index, side_letter
-from miram.data.collections.vindr import index_images, read_table
+from miram.data.collections.tables import index_images, read_table
 from miram.data.films import Film, FilmSettings, prepare_films
 from miram.data.splits import draw_splits
 
@@ -272,14 +272,7 @@ def prepare_rsna(
     for path, (patient, _) in stray:
         where = "" if patient else f" (not at {IMAGE_FOLDER}/<patient_id>/<image_id>.dcm)"
         problems.append((str(path), f"not in {csv_path}{where}"))
-    per_split: dict[str, dict[str, int]] = defaultdict(
-        lambda: {"patients": 0, "images": 0, "cancer_images": 0}
-    )
-    for film in films:
-        per_split[film.split]["images"] += 1
-        per_split[film.split]["cancer_images"] += film.labels["cancer"] == 1
-    for split in per_split:
-        per_split[split]["patients"] = len({f.patient_id for f in films if f.split == split})
+    cancer_per_split = Counter(f.split for f in films if f.labels["cancer"] == 1)
     join = {
         "join": f"{TRAIN_CSV} (patient_id, image_id) -> {IMAGE_FOLDER}/<patient_id>/<image_id>.dcm",
         "rows": len(table),
@@ -290,7 +283,7 @@ def prepare_rsna(
     extra: dict[str, Any] = {
         "join": join,
         "split_strata": "patient cancer status (any cancer image)",
-        "films_per_split": dict(per_split),
+        "cancer_films_per_split": dict(cancer_per_split),
         "licence": LICENCE,
     }
     check = {

@@ -48,7 +48,6 @@ names in any case and with ``_`` for spaces.
 from __future__ import annotations
 
 import ast
-import csv
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from typing import Any, Literal
 
 from miram.data.cache import LabelSpec, PrepareError, record_key
 from miram.data.collections.schema import COMMON, birads_index, common_labels, density_index, side_letter
+from miram.data.collections.tables import Row, index_images, read_table
 from miram.data.films import Film, FilmSettings, prepare_films
 from miram.data.splits import draw_splits
 
@@ -100,33 +100,6 @@ BREAST_COLUMNS = (
 )
 FINDING_COLUMNS = ("image_id", "finding_categories", "finding_birads", "xmin", "ymin", "xmax", "ymax")
 _CATEGORY_OF = {name.lower(): name for name in (*FINDINGS, NO_FINDING)}
-
-Row = tuple[int, dict[str, str]]
-
-
-def read_table(path: Path, required: tuple[str, ...], what: str) -> list[Row]:
-    """The rows of a CSV as ``(spreadsheet row number, {lower-case column: stripped value})``.
-
-    Raises:
-        PrepareError: the file is missing or unreadable, or lacks a required column (the message lists the
-            columns it has).
-    """
-    if not path.is_file():
-        raise PrepareError(f"{path}: {what} not found")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip().lower() for c in reader.fieldnames or []]
-            missing = [c for c in required if c not in columns]
-            if missing:
-                raise PrepareError(f"{path}: missing column(s) {missing}; it has {columns}")
-            rows = []
-            for row in reader:
-                values = {k.strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
-                rows.append((reader.line_num, values))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise PrepareError(f"{path}: cannot read {what} ({e})") from e
-    return rows
 
 
 def parse_categories(text: str) -> list[str]:
@@ -302,25 +275,6 @@ def _finding_rows(
     return bad_images, orphans
 
 
-def index_images(
-    folder: Path, suffixes: tuple[str, ...], problems: list[tuple[str, str]]
-) -> dict[tuple[str, str], Path]:
-    """The files one folder level down (``<folder>/<group>/<id><suffix>``) as ``(group, id)`` → file; a file
-    at another depth gets ``("", relative path)``, which joins no row. A second file for one key (``.dcm``
-    beside ``.dicom``) is reported; the first suffix in ``suffixes`` is kept."""
-    found: dict[tuple[str, str], Path] = {}
-    files = [p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file()]
-    files.sort(key=lambda p: (p.parent.as_posix(), p.stem, suffixes.index(p.suffix.lower()), p.name))
-    for path in files:
-        rel = path.relative_to(folder)
-        key = (rel.parts[0], path.stem) if len(rel.parts) == 2 else ("", rel.as_posix())
-        if key in found:
-            problems.append((str(path), f"a second file for image {path.stem} ({found[key]} is used)"))
-            continue
-        found[key] = path
-    return found
-
-
 def prepare_vindr(
     root: str,
     out: str,
@@ -428,12 +382,6 @@ def prepare_vindr(
     for path, (study, _) in stray:
         where = "" if study else " (not at images/<study_id>/<image_id>.dicom)"
         problems.append((str(path), f"not in {breast_path}{where}"))
-    per_split: dict[str, dict[str, int]] = {}
-    for film in films:
-        entry = per_split.setdefault(film.split, {"patients": 0, "images": 0})
-        entry["images"] += 1
-    for split in per_split:
-        per_split[split]["patients"] = len({f.patient_id for f in films if f.split == split})
     join = {
         "join": f"{BREAST_CSV} (study_id, image_id) -> images/<study_id>/<image_id>.dicom; {FINDING_CSV} "
         "image_id -> its breast-level row",
@@ -449,7 +397,6 @@ def prepare_vindr(
         "join": join,
         "patient": "study_id (VinDr has no patient id: one study = one exam of one woman)",
         "studies_in_both_splits": both,
-        "films_per_split": per_split,
         "licence": LICENCE,
     }
     check = {
