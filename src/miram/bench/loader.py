@@ -24,6 +24,8 @@ def bench_loader(
     batch_size: int = 64,
     seconds: float = 10.0,
     split: str | None = None,
+    crop_mm: float | None = None,
+    min_breast: float = 0.5,
 ) -> dict[str, float]:
     """Time the training data loader over a prepared cache.
 
@@ -34,6 +36,9 @@ def bench_loader(
         batch_size: crops per batch.
         seconds: measuring time after one warm-up batch per worker.
         split: records of this split only (default: all records).
+        crop_mm: a cache of whole films: crops of this size in millimetres inside the breast (the full-field
+            pre-training path, ``data.crop_mm``) instead of random resized crops.
+        min_breast: smallest breast share of a ``crop_mm`` crop.
 
     Returns:
         ``{"crops_per_s", "batches", "crops", "seconds", "workers", "size", "load_average"}`` (also printed).
@@ -41,7 +46,11 @@ def bench_loader(
     data = MammoDataModule(cache)
     opened, normalize = data.cache, data.normalize
     indices = opened.indices(split)
-    dataset = CacheDataset(opened, indices, (size, size), train=True)
+    dataset = CacheDataset(
+        opened, indices, (size, size), train=True, crop_mm=crop_mm, min_breast=min_breast
+    )
+    if crop_mm is not None:
+        dataset.indices = [i for i in indices if dataset.film_cells(i)[0].any()]
     # Sampling with replacement keeps every batch full even for a cache smaller than one batch.
     sampler = RandomSampler(dataset, replacement=True, num_samples=max(len(dataset), 100 * batch_size))
     loader = DataLoader(

@@ -108,21 +108,23 @@ def inbreast_cells(
     (height, width), (bh, bw) = shape, size
     th, tw = mask.shape
     ky, kx = -(-(bh + stride - 1) // stride), -(-(bw + stride - 1) // stride)
-    outside = np.ones((th + ky, tw + kx), dtype=np.int32)  # beyond the thumbnail counts as non-breast
-    outside[:th, :tw] = ~mask
-    table = np.zeros((th + ky + 1, tw + kx + 1), dtype=np.int64)
-    table[1:, 1:] = outside.cumsum(0).cumsum(1)
-    window = (
-        table[ky : ky + th, kx : kx + tw]
-        - table[:th, kx : kx + tw]
-        - table[ky : ky + th, :tw]
-        + table[:th, :tw]
-    )
-    ok = 1.0 - window * float(stride * stride) / (bh * bw) >= min_breast
-    # the box must also fit in the image from the cell's first pixel
-    ok[np.arange(th) * stride > height - bh, :] = False
-    ok[:, np.arange(tw) * stride > width - bw] = False
-    return np.asarray(ok)
+    # integral image of the non-breast cells, in place and in int32 (this runs for every training crop);
+    # beyond the thumbnail counts as non-breast
+    table = np.ones((th + ky + 1, tw + kx + 1), dtype=np.int32)
+    table[0, :] = 0
+    table[:, 0] = 0
+    np.logical_not(mask, out=table[1 : th + 1, 1 : tw + 1], casting="unsafe")
+    np.cumsum(table, axis=0, out=table)
+    np.cumsum(table, axis=1, out=table)
+    window = table[ky : ky + th, kx : kx + tw] - table[:th, kx : kx + tw]
+    window -= table[ky : ky + th, :tw]
+    window += table[:th, :tw]
+    # breast share >= min_breast  <=>  non-breast cells x stride**2 <= (1 - min_breast) x box area
+    ok = window <= int(np.floor((1.0 - min_breast) * bh * bw / (stride * stride)))
+    # the box must also fit in the image from the cell's first pixel: i * stride <= height - bh
+    ok[max(0, -(-(height - bh + 1) // stride)) :, :] = False
+    ok[:, max(0, -(-(width - bw + 1) // stride)) :] = False
+    return ok
 
 
 def inbreast_box(
