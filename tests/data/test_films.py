@@ -12,6 +12,7 @@ import pytest
 import torch
 from film_fakes import VIEWS, real_film, write_film
 
+from miram.bench.loader import bench_loader
 from miram.data.cache import Cache, CacheError
 from miram.data.collections.schema import COMMON
 from miram.data.crops import crop_resize, inbreast_box, inbreast_cells, physical_size
@@ -211,3 +212,8 @@ def test_whole_films_are_evaluated_whole(film_cache: Cache) -> None:
 def test_cache_json_keeps_the_licence(film_cache: Cache) -> None:
     info = json.loads((film_cache.root / "cache.json").read_text())
     assert info["licence"]["weights_restricted"] is True
+
+
+def test_bench_loader_times_inbreast_crops(film_cache: Cache) -> None:
+    result = bench_loader(str(film_cache.root), size=32, workers=0, batch_size=4, seconds=0.2, crop_mm=22.4)
+    assert result["crops_per_s"] > 0 and result["crops"] >= 4
