@@ -40,6 +40,9 @@ def test_every_config_is_covered() -> None:
     assert demo == {*PRETRAIN_DEMO, "probe_tiny"}
     assert paper == {*PRETRAIN_PAPER, "probe", "finetune"}
     assert {p.stem for p in (PAPER / "cpu").glob("*.yaml")} == paper
+    # the full-field override trains MAE and MIRAM one step in tests/data/test_fullfield_run.py
+    assert {p.name for p in (REPO / "configs").iterdir() if p.is_dir()} == {"demo", "paper", "fullfield"}
+    assert {p.stem for p in (REPO / "configs" / "fullfield").glob("*.yaml")} == {"films"}
 
 
 @pytest.mark.parametrize(
