@@ -18,6 +18,7 @@ from miram.data.collections.schema import COMMON
 from miram.data.crops import crop_resize, inbreast_box, inbreast_cells, physical_size
 from miram.data.datamodule import CacheDataset, MammoDataModule
 from miram.data.films import Film, FilmSettings, prepare_films
+from miram.seeding import Stream, derive_seed
 
 SHRINK = 8
 SPACING = 0.05 * SHRINK  # CBIS-DDSM films are scanned at about 50 µm
@@ -168,8 +169,6 @@ def test_pretraining_serves_only_inbreast_crops_of_the_physical_size(film_cache:
                 assert mask[top : top + h, left : left + w].mean() >= 0.5
             # the item is the crop of the box its stream draws, resampled to the model's size
             image, _ = ds[(epoch, i)]
-            from miram.seeding import Stream, derive_seed
-
             box = ds._film_boxes(index, random.Random(derive_seed(ds.seed, Stream.CROP, epoch, index)), 1)[0]
             torch.testing.assert_close(image, crop_resize(film_cache.image(index), box, (32, 32)))
             assert mask[box[0] : box[0] + side, box[1] : box[1] + side].mean() >= 0.5
@@ -217,3 +216,12 @@ def test_cache_json_keeps_the_licence(film_cache: Cache) -> None:
 def test_bench_loader_times_inbreast_crops(film_cache: Cache) -> None:
     result = bench_loader(str(film_cache.root), size=32, workers=0, batch_size=4, seconds=0.2, crop_mm=22.4)
     assert result["crops_per_s"] > 0 and result["crops"] >= 4
+
+
+def test_two_views_are_two_inbreast_crops(film_cache: Cache) -> None:
+    ds = CacheDataset(film_cache, [0], (32, 32), train=True, views=2, crop_mm=22.4)
+    views, _ = ds[(0, 0)]
+    assert views.shape == (2, 1, 32, 32) and not torch.equal(views[0], views[1])
+    rng = random.Random(derive_seed(ds.seed, Stream.CROP, 0, 0))
+    for view, box in zip(views, ds._film_boxes(0, rng, 2)):
+        torch.testing.assert_close(view, crop_resize(film_cache.image(0), box, (32, 32)))

@@ -34,7 +34,7 @@ def two_film_caches(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return caches
 
 
-@pytest.mark.parametrize("method", ["mae", "miram_nystrom"])
+@pytest.mark.parametrize("method", ["mae", "miram_nystrom", "mocov3"])
 def test_fullfield_pretraining_runs_and_records_its_sources(
     method: str, two_film_caches: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -48,7 +48,9 @@ def test_fullfield_pretraining_runs_and_records_its_sources(
          "--out", str(tmp_path / method), *ONE_STEP]
     )  # fmt: skip
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["global_step"] == 1 and summary["method"] == ("mae" if method == "mae" else "miram")
+    assert summary["global_step"] == 1 and summary["method"] == {"mae": "mae", "mocov3": "mocov3"}.get(
+        method, "miram"
+    )
     _, meta = load_encoder(run)
     assert [d["cache"] for d in meta["training_data"]] == two_film_caches
     capsys.readouterr()
