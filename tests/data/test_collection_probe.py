@@ -8,6 +8,7 @@ from pathlib import Path
 
 from trees_vindr import build_vindr_tree
 
+from miram.checkpoints import load_encoder
 from miram.data.cache import Cache
 from miram.data.collections.vindr import prepare_vindr
 from miram.eval.cli import probe
@@ -35,3 +36,6 @@ def test_density_probe_on_a_vindr_cache(tmp_path: Path) -> None:
     assert summary["collection"] == "vindr-mammo" and summary["task"] == "multiclass"
     assert summary["classes"] == ["A", "B", "C", "D"] and 0.0 <= summary["metrics"]["auroc"]["value"] <= 1.0
     assert "probe, `vindr-mammo / density`" in compare(str(tmp_path / "runs"))
+    # the probed encoder now carries what it was trained on: here only the probe's cache (a scratch encoder)
+    _, meta = load_encoder(tmp_path / "runs" / "p")
+    assert [(d["source"], d["cache"]) for d in meta["training_data"]] == [("vindr-mammo", str(cache))]

@@ -61,6 +61,10 @@ class FeatureDataModule(L.LightningDataModule):
         """Patient ids of ``split`` in feature order."""
         return self.data.patient_ids(split)
 
+    def provenance(self) -> list[dict[str, Any]]:
+        """What the features come from (the images' caches), for the probe's checkpoints."""
+        return self.data.provenance()
+
     def _loader(self, name: str, shuffle: bool) -> DataLoader[Any]:
         x, y = self.split(name)
         # a last training batch of one sample would break the probe's BatchNorm
