@@ -13,6 +13,7 @@ from miram.data.cache import Cache, CacheError
 from miram.data.datamodule import MammoDataModule
 from miram.data.mix import MixDataset, pooled_stats, shares
 from miram.data.phantom import prepare_phantoms
+from miram.data.sampling import EpochSampler
 
 
 class Part:
@@ -105,3 +106,12 @@ def test_data_module_mixes_caches_and_pools_statistics(two_caches: tuple[str, st
         dm.cache  # noqa: B018
     with pytest.raises(ValueError, match="3 entries for 2 caches"):
         MammoDataModule([a, b], weights=[1, 1, 1])
+
+
+def test_ranks_share_one_epoch_of_the_mix() -> None:
+    mix = MixDataset([Part(0, 6), Part(1, 10)], [2, 1], seed=4)  # 16 items: no padding for 2 ranks
+    ranks = [EpochSampler(mix, num_replicas=2, rank=r, seed=4) for r in (0, 1)]
+    for sampler in ranks:
+        sampler.set_epoch(3)
+    served = [mix[key] for sampler in ranks for key in sampler]
+    assert sorted(served) == sorted(items(mix, 3))  # together the ranks serve exactly the epoch's items
