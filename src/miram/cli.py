@@ -38,6 +38,8 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "rsna": "miram.data.collections.rsna:prepare_rsna",
         "inbreast": "miram.data.collections.inbreast:prepare_inbreast",
         "embed": "miram.data.collections.embed:prepare_embed",
+        "mini-mias": "miram.data.collections.mias:prepare_mias",
+        "cdd-cesm": "miram.data.collections.cdd_cesm:prepare_cdd_cesm",
     },
     "pretrain": "miram.train.cli:pretrain!",
     "probe": "miram.eval.cli:probe!",
@@ -58,7 +60,7 @@ HELP = """usage: miram COMMAND [SUBCOMMAND] [options]
 commands:
   demo                                  end-to-end MAE vs MIRAM on built-in phantoms (CPU, minutes)
   prepare phantoms|cbis-ddsm|folder|npz build a training cache (with a report of skipped inputs)
-  prepare vindr-mammo|cmmd|rsna|inbreast|embed   whole films of a public collection
+  prepare vindr-mammo|cmmd|rsna|inbreast|embed|mini-mias|cdd-cesm   whole films of a public collection
   pretrain --config FILE [overrides]    pre-train MIRAM, MAE or MoCo-v3 (LightningCLI)
   probe | finetune --config FILE --run RUN   evaluate an encoder (linear probe / fine-tuning)
   compare --run RUN_DIR                 paper-style table and figure from runs' summary.json

@@ -13,7 +13,7 @@ import numpy as np
 from miram.data.dicom import DicomError, check_image_header, read_dicom, read_header
 
 DICOM_SUFFIXES = (".dcm", ".dicom", "")
-RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm")
 
 
 class ImageError(ValueError):

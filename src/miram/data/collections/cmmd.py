@@ -42,7 +42,6 @@ Licence: CC BY 4.0 (TCIA, DOI 10.7937/tcia.eqde-4b16): trained weights may be pu
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from miram.data.cache import LabelSpec, PrepareError, record_key
+from miram.data.collections import tables
 from miram.data.collections.schema import COMMON, common_labels, side_letter
 from miram.data.dicom import DicomError, read_header
 from miram.data.dicom import laterality as dicom_laterality
@@ -95,15 +95,6 @@ def _word(text: str) -> str:
 _SUBTYPE_WORDS = {_word(s): s for s in SUBTYPES} | {"her2": "HER2-enriched", "tnbc": "triple negative"}
 
 
-def _cell(value: Any) -> str:
-    """A sheet cell as text: None → ``""``, ``2.0`` → ``"2"``, stray spaces removed."""
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
 def _number(text: str) -> int | None:
     try:
         value = float(text)
@@ -118,43 +109,7 @@ def read_sheet(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     Raises:
         PrepareError: the file is missing or unreadable, or openpyxl is not installed for an XLSX.
     """
-    if not path.is_file():
-        raise PrepareError(
-            f"{path}: CMMD clinical sheet not found (pass --clinical with the path of "
-            f"{CLINICAL_NAME} or of a CSV export of it)"
-        )
-    if path.suffix.lower() == ".csv":
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            text = path.read_text(encoding="latin-1")
-        except OSError as e:
-            raise PrepareError(f"{path}: cannot read the clinical sheet ({e})") from e
-        first = next((line for line in text.splitlines() if line.strip()), "")
-        delimiter = max(",;\t", key=first.count)
-        table = [[_cell(v) for v in row] for row in csv.reader(text.splitlines(), delimiter=delimiter)]
-    else:
-        try:
-            import openpyxl
-        except ImportError as e:
-            raise PrepareError(
-                f"{path}: reading the CMMD clinical XLSX needs openpyxl: pip install 'miram[collections]' "
-                "(or export the sheet as CSV and pass it with --clinical)"
-            ) from e
-        try:
-            book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-        except Exception as e:  # noqa: BLE001 - openpyxl raises zipfile, KeyError, ValueError... on a bad file
-            raise PrepareError(f"{path}: not a readable XLSX workbook ({type(e).__name__}: {e})") from e
-        try:
-            sheet = book.worksheets[0]
-            table = [[_cell(v) for v in row] for row in sheet.iter_rows(values_only=True)]
-        finally:
-            book.close()
-    numbered = [(n, row) for n, row in enumerate(table, start=1) if any(row)]
-    if not numbered:
-        raise PrepareError(f"{path}: the clinical sheet is empty")
-    (_, header), rows = numbered[0], numbered[1:]
-    return header, rows
+    return tables.read_sheet(path, "CMMD clinical sheet", "clinical")
 
 
 @dataclass
