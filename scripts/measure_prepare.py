@@ -1,10 +1,11 @@
 """``prepare`` speed and cache size per public collection, on the test trees (real CBIS-DDSM pixels written in
 each collection's layout by ``tests/data/trees_<collection>.py``), measured on this machine.
 
-For each collection: build a tree of ``--patients`` x 4 films, run its ``miram prepare`` command with
-``--workers`` processes, and print films/s (wall clock of ``prepare`` alone) and the cache's size per 1,000
-films (pixels + masks + manifest). ``--shrink`` sets the films' size: 8 gives the test trees' ~570 x 360 px,
-2 gives ~2,300 x 1,450 px, the size class of CMMD and of downscaled full-field films.
+For each collection: build a tree of ``--patients`` x 4 films (x 2 for mini-MIAS, a pair per woman), run
+its ``miram prepare`` command with ``--workers`` processes, and print films/s (wall clock of ``prepare``
+alone) and the cache's size per 1,000 films (pixels + masks + manifest). ``--shrink`` sets the films' size:
+8 gives the test trees' ~570 x 360 px, 2 gives ~2,300 x 1,450 px, the size class of CMMD and of downscaled
+full-field films.
 
 Usage::
 
@@ -28,16 +29,20 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "data"))  # the tree builders (and film_fakes, which they import)
 
+from trees_cdd_cesm import build_cdd_cesm_tree  # noqa: E402
 from trees_cmmd import build_cmmd_tree  # noqa: E402
 from trees_embed import build_embed_tree  # noqa: E402
 from trees_inbreast import build_inbreast_tree  # noqa: E402
+from trees_mias import build_mias_tree  # noqa: E402
 from trees_rsna import build_rsna_tree  # noqa: E402
 from trees_vindr import build_vindr_tree  # noqa: E402
 
 from miram.data.cache import Cache  # noqa: E402
+from miram.data.collections.cdd_cesm import prepare_cdd_cesm  # noqa: E402
 from miram.data.collections.cmmd import prepare_cmmd  # noqa: E402
 from miram.data.collections.embed import prepare_embed  # noqa: E402
 from miram.data.collections.inbreast import prepare_inbreast  # noqa: E402
+from miram.data.collections.mias import prepare_mias  # noqa: E402
 from miram.data.collections.rsna import prepare_rsna  # noqa: E402
 from miram.data.collections.vindr import prepare_vindr  # noqa: E402
 
@@ -47,6 +52,8 @@ COLLECTIONS: dict[str, tuple[Callable[..., Path], Callable[..., Path]]] = {
     "rsna": (build_rsna_tree, prepare_rsna),
     "inbreast": (build_inbreast_tree, prepare_inbreast),
     "embed": (build_embed_tree, prepare_embed),
+    "mini-mias": (build_mias_tree, prepare_mias),
+    "cdd-cesm": (build_cdd_cesm_tree, prepare_cdd_cesm),
 }
 
 
