@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,7 +44,7 @@ from miram.data.dicom import laterality as dicom_laterality
 from miram.data.dicom import view as dicom_view
 from miram.data.images import ImageError, is_dicom_path, read_image
 from miram.data.parallel import run_parallel
-from miram.data.splits import split_report
+from miram.data.splits import draw_splits, split_report
 
 FlipTo = Literal["none", "left", "right"]
 
@@ -98,6 +99,26 @@ class FilmSettings:
     flip_to: FlipTo = "none"
     spacing_mm: float | None = None
     mask_side: int = 512
+
+
+def split_films(
+    films: list[Film], severity: Callable[[Film], int], val_fraction: float, test_fraction: float, seed: int
+) -> None:
+    """Draw ``val`` and ``test`` by patient, stratified by each patient's most severe film, and set every
+    film's split and pre-training flag (test films never enter pre-training pools).
+
+    Args:
+        films: the films of a collection without an official split.
+        severity: a film's stratum as a rank (e.g. 0 benign, 1 malignant); a patient takes its highest.
+        val_fraction, test_fraction, seed: as :func:`miram.data.splits.draw_splits`.
+    """
+    worst: dict[str, int] = {}
+    for film in films:
+        worst[film.patient_id] = max(worst.get(film.patient_id, severity(film)), severity(film))
+    split_of = draw_splits({p: str(w) for p, w in worst.items()}, val_fraction, test_fraction, seed)
+    for film in films:
+        film.split = split_of[film.patient_id]
+        film.pretrain = film.split != "test"
 
 
 def mask_path(root: str | Path, key: str) -> Path:

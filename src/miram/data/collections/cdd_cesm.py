@@ -64,8 +64,7 @@ from typing import Any, Literal
 from miram.data.cache import LabelSpec, PrepareError, record_key
 from miram.data.collections.schema import COMMON, birads_index, common_labels, density_index, side_letter
 from miram.data.collections.tables import read_sheet
-from miram.data.films import Film, FilmSettings, prepare_films
-from miram.data.splits import draw_splits
+from miram.data.films import Film, FilmSettings, prepare_films, split_films
 
 SOURCE = "cdd-cesm"
 SHEET_NAME = "Radiology manual annotations.xlsx"
@@ -387,13 +386,7 @@ def find_films(
 
 def assign_splits(films: list[Film], val_fraction: float, test_fraction: float, seed: int) -> None:
     """Draw val/test by patient, stratified by the patient's worst pathology (malignant > benign > normal)."""
-    worst: dict[str, int] = {}
-    for film in films:
-        worst[film.patient_id] = max(worst.get(film.patient_id, 0), int(film.labels["pathology3"]))
-    split_of = draw_splits({p: PATHOLOGIES[w] for p, w in worst.items()}, val_fraction, test_fraction, seed)
-    for film in films:
-        film.split = split_of[film.patient_id]
-        film.pretrain = film.split != "test"
+    split_films(films, lambda f: int(f.labels["pathology3"]), val_fraction, test_fraction, seed)
 
 
 def prepare_cdd_cesm(

@@ -54,8 +54,7 @@ from miram.data.collections.schema import COMMON, common_labels, side_letter
 from miram.data.dicom import DicomError, read_header
 from miram.data.dicom import laterality as dicom_laterality
 from miram.data.dicom import view as dicom_view
-from miram.data.films import Film, FilmSettings, prepare_films
-from miram.data.splits import draw_splits
+from miram.data.films import Film, FilmSettings, prepare_films, split_films
 
 SOURCE = "cmmd"
 CLINICAL_NAME = "CMMD_clinicaldata_revision.xlsx"
@@ -311,15 +310,11 @@ def assign_splits(
     seed: int,
 ) -> None:  # fmt: skip
     """Draw val/test by patient, stratified by the patient's worst classification."""
-    worst: dict[str, str] = {}
-    for film in films:
-        breast = breasts[(film.patient_id, str(film.laterality))]
-        if breast.malignant or film.patient_id not in worst:
-            worst[film.patient_id] = "malignant" if breast.malignant else "benign"
-    split_of = draw_splits(worst, val_fraction, test_fraction, seed)
-    for film in films:
-        film.split = split_of[film.patient_id]
-        film.pretrain = film.split != "test"
+
+    def malignant(film: Film) -> int:
+        return int(breasts[(film.patient_id, str(film.laterality))].malignant)
+
+    split_films(films, malignant, val_fraction, test_fraction, seed)
 
 
 def prepare_cmmd(

@@ -60,8 +60,7 @@ from typing import Any, Literal
 from miram.data.cache import LabelSpec, PrepareError, record_key
 from miram.data.collections.schema import COMMON, birads_index, common_labels, density_index, side_letter
 from miram.data.dicom import DicomError, read_header
-from miram.data.films import Film, FilmSettings, prepare_films
-from miram.data.splits import draw_splits
+from miram.data.films import Film, FilmSettings, prepare_films, split_films
 
 SOURCE = "inbreast"
 CSV_NAME = "INbreast.csv"
@@ -422,14 +421,7 @@ def find_films(
 
 def assign_splits(films: list[Film], val_fraction: float, test_fraction: float, seed: int) -> None:
     """Draw val/test by patient, stratified by whether any image of the patient is suspicious."""
-    strata: dict[str, str] = {}
-    for film in films:
-        if film.labels["suspicious"] == 1 or film.patient_id not in strata:
-            strata[film.patient_id] = "suspicious" if film.labels["suspicious"] == 1 else "not"
-    split_of = draw_splits(strata, val_fraction, test_fraction, seed)
-    for film in films:
-        film.split = split_of[film.patient_id]
-        film.pretrain = film.split != "test"
+    split_films(films, lambda f: int(f.labels["suspicious"] == 1), val_fraction, test_fraction, seed)
 
 
 def prepare_inbreast(

@@ -56,9 +56,8 @@ from typing import Any, Literal
 
 from miram.data.cache import LabelSpec, PrepareError, record_key
 from miram.data.collections.schema import COMMON, common_labels
-from miram.data.films import Film, FilmSettings, prepare_films
+from miram.data.films import Film, FilmSettings, prepare_films, split_films
 from miram.data.images import ImageError, image_shape
-from miram.data.splits import draw_splits
 
 SOURCE = "mini-mias"
 INFO_NAME = "Info.txt"
@@ -347,15 +346,7 @@ def find_films(
 
 def assign_splits(films: list[Film], val_fraction: float, test_fraction: float, seed: int) -> None:
     """Draw val/test by patient (film pair), stratified by whether any of the patient's films is M."""
-    cancer: dict[str, bool] = {}
-    for film in films:
-        cancer[film.patient_id] = cancer.get(film.patient_id, False) or film.labels["cancer"] == 1
-    split_of = draw_splits(
-        {p: "cancer" if c else "no cancer" for p, c in cancer.items()}, val_fraction, test_fraction, seed
-    )
-    for film in films:
-        film.split = split_of[film.patient_id]
-        film.pretrain = film.split != "test"
+    split_films(films, lambda f: int(f.labels["cancer"] == 1), val_fraction, test_fraction, seed)
 
 
 def prepare_mias(
