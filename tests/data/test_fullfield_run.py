@@ -14,18 +14,10 @@ from test_films import build_films, prepare
 
 from miram.checkpoints import export, load_encoder
 from miram.train.cli import pretrain
+from tests.train.test_every_config import ONE_STEP
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
-ONE_STEP = [
-    "--trainer.max_epochs", "1",
-    "--trainer.limit_train_batches", "1",
-    "--trainer.limit_val_batches", "1",
-    "--trainer.enable_progress_bar", "false",
-    "--trainer.enable_model_summary", "false",
-    "--data.num_workers", "0",
-    "--data.batch_size", "4",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -46,11 +46,9 @@ def bench_loader(
     data = MammoDataModule(cache)
     opened, normalize = data.cache, data.normalize
     indices = opened.indices(split)
-    dataset = CacheDataset(
-        opened, indices, (size, size), train=True, crop_mm=crop_mm, min_breast=min_breast
-    )
+    dataset = CacheDataset(opened, indices, (size, size), train=True, crop_mm=crop_mm, min_breast=min_breast)
     if crop_mm is not None:
-        dataset.indices = [i for i in indices if dataset.film_cells(i)[0].any()]
+        dataset.keep_fitting()
     # Sampling with replacement keeps every batch full even for a cache smaller than one batch.
     sampler = RandomSampler(dataset, replacement=True, num_samples=max(len(dataset), 100 * batch_size))
     loader = DataLoader(

@@ -108,6 +108,13 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
         shape = self.cache.image(index).shape
         return inbreast_cells(mask, stride, shape, self.film_size(index), self.min_breast), stride
 
+    def keep_fitting(self) -> int:
+        """Keep only the films that can hold a ``crop_mm`` crop of ``min_breast`` breast; returns how many
+        were left out."""
+        fits = [i for i in self.indices if self.film_cells(i)[0].any()]
+        dropped, self.indices = len(self.indices) - len(fits), fits
+        return dropped
+
     def _film_boxes(self, index: int, rng: random.Random, n: int) -> list[tuple[int, int, int, int]]:
         cells, stride = self.film_cells(index)
         shape, size = self.cache.image(index).shape, self.film_size(index)
@@ -146,9 +153,8 @@ class CacheDataset(Dataset[tuple[Tensor, Tensor]]):
                 return torch.stack([crop_resize(image, b, self.size) for b in boxes]), self.target(index)
             box = boxes[0]
         elif self.crop_mm is not None:
-            box = self._film_boxes(index, random.Random(derive_seed(self.seed, Stream.EVAL_CROP, index)), 1)[
-                0
-            ]
+            fixed = random.Random(derive_seed(self.seed, Stream.EVAL_CROP, index))
+            box = self._film_boxes(index, fixed, 1)[0]
         elif "breast_box" in self.cache.records[index].meta:
             # a whole film seen whole (a density or BI-RADS probe): the breast, zero-padded to the output's
             # aspect, so neither its top nor its nipple is cut off
@@ -242,6 +248,7 @@ class MammoDataModule(L.LightningDataModule):
             *([K.RandomHorizontalFlip()] if hflip else []), *([K.RandomVerticalFlip()] if vflip else [])
         )
         self._caches: list[Cache] | None = None
+        self._stats: dict[str, float] | None = None
 
     @property
     def cache_dir(self) -> str:
@@ -285,11 +292,17 @@ class MammoDataModule(L.LightningDataModule):
     @property
     def stats(self) -> dict[str, float]:
         """``{"mean", "std"}`` that normalise pixels: the cache's, or pooled over the mix by its shares."""
-        caches = self.caches
-        if len(caches) == 1:
-            return caches[0].stats
-        sizes = [len(c.indices("train", pretrain_only=self.pretrain_only)) for c in caches]
-        return pooled_stats([c.stats for c in caches], self.weights or [float(n) for n in sizes])
+        # computed once: normalize() asks for them on every batch, and pooling counts every cache's records
+        if self._stats is None:
+            caches = self.caches
+            if len(caches) == 1:
+                self._stats = caches[0].stats
+            else:
+                sizes = [len(c.indices(self.train_splits, pretrain_only=self.pretrain_only)) for c in caches]
+                self._stats = pooled_stats(
+                    [c.stats for c in caches], self.weights or [float(n) for n in sizes]
+                )
+        return dict(self._stats)
 
     def provenance(self) -> list[dict[str, Any]]:
         """What a run trained on, for its checkpoints and exports: each cache's path, source, size and
@@ -310,15 +323,13 @@ class MammoDataModule(L.LightningDataModule):
             cache, indices, self.image_size, train, self.label, self.scale, views=views,
             crop_mm=self.crop_mm, min_breast=self.min_breast,
         )  # fmt: skip
-        if self.crop_mm is not None:
-            fits = [i for i in indices if part.film_cells(i)[0].any()]
-            if len(fits) < len(indices):
-                print(
-                    f"{cache.root}: {len(indices) - len(fits)} of {len(indices)} {split} films cannot hold a "
-                    f"{self.crop_mm} mm crop that is {self.min_breast:.0%} breast; left out",
-                    file=sys.stderr,
-                )
-            part.indices = fits
+        dropped = part.keep_fitting() if self.crop_mm is not None else 0
+        if dropped:
+            print(
+                f"{cache.root}: {dropped} of {len(indices)} {split} films cannot hold a "
+                f"{self.crop_mm} mm crop that is {self.min_breast:.0%} breast; left out",
+                file=sys.stderr,
+            )
         return part if part.indices else None
 
     def dataset(self, split: str | list[str], train: bool) -> AnyDataset:

@@ -299,10 +299,11 @@ def prepare_films(
                 raise PrepareError(f"{where}: {reason} (use --on_error skip to skip bad inputs)")
     finally:
         runner.close()
+    problems = list(problems)  # the caller's list stays as it was
     for key in sorted(results):
         for record in results[key][0]:
             writer.add(record)
-        problems = problems + results[key][1]
+        problems += results[key][1]
     for where, reason in problems:
         writer.skip(where, reason)
     spacing = Counter(str(r.meta["spacing_from"]) for r in writer.records)
